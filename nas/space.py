@@ -1,0 +1,205 @@
+"""Search spaces of categorical architecture encodings.
+
+An architecture is an *encoding*: a tuple of ``d`` integers, variable ``i`` taking a
+value in ``range(cardinalities[i])``. A batch of encodings is a ``n x d`` ``LongTensor``
+(called *codes*). Spaces that can be enumerated (up to ~10^6 members) keep their valid
+members as one sorted ``n x d`` tensor, which is what the acquisition is maximised over.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import cached_property
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nas.errors import NASError
+
+Encoding = tuple[int, ...]
+
+#: Spaces with more raw combinations than this are not enumerated eagerly.
+MAX_ENUMERATION = 2_000_000
+
+
+class SearchSpace(ABC):
+    """A space of architectures with a fixed number of categorical variables.
+
+    Subclasses give the variables (``variable_names``, ``choices``), the string form of
+    an encoding, optional validity constraints and ``to_module``. Everything else
+    (enumeration, sampling, mutation, neighbourhoods, one-hot features) is generic.
+    """
+
+    #: Registry name, e.g. ``"nb201"``.
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def variable_names(self) -> tuple[str, ...]:
+        """Name of each of the ``d`` variables."""
+
+    @property
+    @abstractmethod
+    def choices(self) -> tuple[tuple[object, ...], ...]:
+        """The values each variable can take, in code order."""
+
+    @abstractmethod
+    def to_string(self, encoding: Encoding) -> str:
+        """Human-readable, parseable form of one encoding."""
+
+    @abstractmethod
+    def parse(self, text: str) -> Encoding:
+        """Inverse of :meth:`to_string`; raises :class:`NASError` on malformed text."""
+
+    @abstractmethod
+    def to_module(self, encoding: Encoding, num_classes: int = 10) -> nn.Module:
+        """The train-time PyTorch network of one encoding."""
+
+    @abstractmethod
+    def sample_input(self, batch_size: int = 1) -> torch.Tensor:
+        """An input of the space's nominal resolution: ``batch_size x 3 x H x W``."""
+
+    # ---------------------------------------------------------------- generic part
+    @cached_property
+    def cardinalities(self) -> torch.Tensor:
+        """``d`` LongTensor of the number of choices per variable."""
+        return torch.tensor([len(c) for c in self.choices], dtype=torch.long)
+
+    @property
+    def num_variables(self) -> int:
+        return len(self.choices)
+
+    def valid_mask(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` BoolTensor: which rows of ``n x d`` codes satisfy the space's constraints.
+
+        The default accepts every in-range combination; constrained spaces override it
+        with a vectorised rule.
+        """
+        return torch.ones(codes.shape[0], dtype=torch.bool)
+
+    @cached_property
+    def _strides(self) -> torch.Tensor:
+        """Mixed-radix place values turning codes into unique integer keys."""
+        cards = self.cardinalities.tolist()
+        strides = [1] * len(cards)
+        for i in range(len(cards) - 2, -1, -1):
+            strides[i] = strides[i + 1] * cards[i + 1]
+        return torch.tensor(strides, dtype=torch.long)
+
+    def keys(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` LongTensor of unique integer keys of ``n x d`` codes (sorted like the codes)."""
+        return (codes * self._strides).sum(dim=1)
+
+    @property
+    def raw_size(self) -> int:
+        return int(torch.prod(self.cardinalities).item())
+
+    @property
+    def enumerable(self) -> bool:
+        return self.raw_size <= MAX_ENUMERATION
+
+    @cached_property
+    def all_codes(self) -> torch.Tensor:
+        """``N x d`` LongTensor of every valid member, in increasing key order."""
+        if not self.enumerable:
+            raise NASError(
+                f"Search space {self.name!r} has {self.raw_size:,} raw combinations, more than the "
+                f"{MAX_ENUMERATION:,} that are enumerated; use sampling-based acquisition for it."
+            )
+        grids = torch.cartesian_prod(*[torch.arange(int(c)) for c in self.cardinalities.tolist()])
+        grids = grids.reshape(-1, self.num_variables)
+        codes = grids[self.valid_mask(grids)]
+        if codes.shape[0] == 0:
+            raise NASError(f"Search space {self.name!r} is empty: its constraints exclude every architecture.")
+        return codes
+
+    @cached_property
+    def all_keys(self) -> torch.Tensor:
+        """``N`` sorted keys of :attr:`all_codes`."""
+        return self.keys(self.all_codes)
+
+    @property
+    def size(self) -> int:
+        return int(self.all_codes.shape[0])
+
+    def index_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """Row of each of ``n x d`` codes in :attr:`all_codes` (``-1`` when not a member)."""
+        keys = self.keys(codes)
+        pos = torch.searchsorted(self.all_keys, keys).clamp(max=self.size - 1)
+        return torch.where(self.all_keys[pos] == keys, pos, torch.full_like(pos, -1))
+
+    def validate(self, encoding: Sequence[int]) -> Encoding:
+        """Return ``encoding`` as a tuple, or raise :class:`NASError` saying why it is outside the space."""
+        enc = tuple(int(v) for v in encoding)
+        if len(enc) != self.num_variables:
+            raise NASError(
+                f"An encoding of search space {self.name!r} has {self.num_variables} variables "
+                f"({', '.join(self.variable_names)}), got {len(enc)}."
+            )
+        for name, value, options in zip(self.variable_names, enc, self.choices):
+            if not 0 <= value < len(options):
+                raise NASError(
+                    f"Variable {name!r} of search space {self.name!r} takes codes 0..{len(options) - 1} "
+                    f"({', '.join(map(str, options))}), got {value}."
+                )
+        if not bool(self.valid_mask(torch.tensor([enc]))[0]):
+            raise NASError(f"Architecture {self.to_string(enc)} violates the constraints of search space {self.name!r}.")
+        return enc
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n x d`` codes drawn uniformly from the valid members (with replacement)."""
+        if self.enumerable:
+            return self.all_codes[torch.randint(self.size, (n,), generator=generator)]
+        rows: list[torch.Tensor] = []
+        found = 0
+        # Rejection sampling for spaces too large to enumerate.
+        for _ in range(1000):
+            draw = (torch.rand(max(4 * n, 64), self.num_variables, generator=generator) * self.cardinalities).long()
+            draw = draw[self.valid_mask(draw)]
+            rows.append(draw)
+            found += draw.shape[0]
+            if found >= n:
+                return torch.cat(rows)[:n]
+        raise NASError(f"Search space {self.name!r} is empty or nearly so: rejection sampling found no valid member.")
+
+    def neighbours(self, encoding: Encoding) -> torch.Tensor:
+        """``k x d`` valid codes differing from ``encoding`` in exactly one variable."""
+        base = torch.tensor(encoding, dtype=torch.long)
+        rows = []
+        for var, card in enumerate(self.cardinalities.tolist()):
+            for value in range(card):
+                if value != encoding[var]:
+                    row = base.clone()
+                    row[var] = value
+                    rows.append(row)
+        if not rows:
+            return base.new_empty(0, self.num_variables)
+        cand = torch.stack(rows)
+        return cand[self.valid_mask(cand)]
+
+    def mutate(self, encoding: Encoding, generator: torch.Generator) -> Encoding:
+        """A uniformly chosen valid single-variable change of ``encoding`` (itself if none exists)."""
+        cand = self.neighbours(encoding)
+        if cand.shape[0] == 0:
+            return encoding
+        return tuple(cand[int(torch.randint(cand.shape[0], (1,), generator=generator))].tolist())
+
+    def one_hot(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x sum(cardinalities)`` one-hot features of ``n x d`` codes."""
+        offsets = torch.cumsum(self.cardinalities, 0) - self.cardinalities
+        out = torch.zeros(codes.shape[0], int(self.cardinalities.sum()))
+        out.scatter_(1, codes + offsets, 1.0)
+        return out
+
+    def features(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x f`` float features of ``n x d`` codes for the surrogate (one-hot by default)."""
+        return self.one_hot(codes)
+
+    def signature(self) -> dict[str, object]:
+        """Everything that determines the space's networks: cached artifacts are keyed by it."""
+        return {"name": self.name}
+
+    def describe(self, encoding: Encoding) -> dict[str, object]:
+        """``{variable name: chosen value}`` of one encoding."""
+        return {name: options[v] for name, options, v in zip(self.variable_names, self.choices, encoding)}
+

@@ -1,0 +1,21 @@
+"""Registry of search spaces by name."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from nas.errors import NASError
+from nas.space import SearchSpace
+from nas.spaces.nb201 import NB201Space
+
+SPACES: dict[str, Callable[..., SearchSpace]] = {
+    "nb201": NB201Space,
+}
+
+
+def build_space(name: str, **kwargs: Any) -> SearchSpace:
+    """Instantiate the search space registered as ``name``."""
+    try:
+        factory = SPACES[name]
+    except KeyError:
+        raise NASError(f"Unknown search space {name!r}; valid search spaces are {', '.join(sorted(SPACES))}.") from None
+    return factory(**kwargs)
