@@ -1,0 +1,171 @@
+"""A deep ensemble of multi-head MLPs, trained and evaluated as one batched computation.
+
+Every member has a shared trunk (Linear -> LayerNorm -> SiLU blocks) and one head per
+target (zero-cost metrics during pretraining, the objective at each fidelity during the
+search): Linear -> LayerNorm -> SiLU -> Linear(1). The parameters of all ``M`` members
+are stacked along a leading dimension and applied with batched matrix products, so
+training or scoring the whole ensemble costs one pass, not ``M``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _stacked_linear(members: int, fan_in: int, fan_out: int, generator: torch.Generator) -> tuple[nn.Parameter, nn.Parameter]:
+    """Weights ``M x fan_in x fan_out`` and biases ``M x 1 x fan_out``, each member drawn like ``nn.Linear``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    weight = (torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+    bias = (torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound
+    return nn.Parameter(weight), nn.Parameter(bias)
+
+
+class StackedDense(nn.Module):
+    """``M`` independent ``Linear -> LayerNorm -> SiLU`` layers applied in one ``baddbmm``."""
+
+    def __init__(self, members: int, fan_in: int, fan_out: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.weight, self.bias = _stacked_linear(members, fan_in, fan_out, generator)
+        self.norm_weight = nn.Parameter(torch.ones(members, 1, fan_out))
+        self.norm_bias = nn.Parameter(torch.zeros(members, 1, fan_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``M x n x fan_in`` -> ``M x n x fan_out``."""
+        h = torch.baddbmm(self.bias, x, self.weight)
+        h = torch.addcmul(self.norm_bias, F.layer_norm(h, h.shape[-1:]), self.norm_weight)
+        # Scoring a whole space is memory-bound: without autograd, reuse the buffer.
+        return F.silu(h, inplace=not torch.is_grad_enabled())
+
+
+class StackedHead(nn.Module):
+    """One prediction head per member: dense block then a scalar output."""
+
+    def __init__(self, members: int, fan_in: int, hidden: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.hidden = StackedDense(members, fan_in, hidden, generator)
+        self.out_weight, self.out_bias = _stacked_linear(members, hidden, 1, generator)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``embedding``: ``M x n x e`` -> predictions ``M x n``."""
+        return torch.baddbmm(self.out_bias, self.hidden(embedding), self.out_weight).squeeze(-1)
+
+
+class DeepEnsemble(nn.Module):
+    """``M`` MLPs with a shared trunk and named heads, stored as stacked parameters.
+
+    Args:
+        in_features: surrogate input size ``f``.
+        heads: names of the prediction heads.
+        members: ensemble size ``M`` (thesis: 6).
+        trunk: widths of the shared trunk (thesis: 64-128-256-256-256).
+        head_hidden: width of each head's hidden layer (thesis: 512).
+        seed: members are initialised independently from this seed.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        heads: Sequence[str],
+        members: int = 6,
+        trunk: Sequence[int] = (64, 128, 256, 256, 256),
+        head_hidden: int = 512,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"An ensemble needs at least one member, got {members}.")
+        generator = torch.Generator().manual_seed(seed)
+        self.members = members
+        self.in_features = in_features
+        self.head_hidden = head_hidden
+        widths = [in_features, *trunk]
+        self.trunk = nn.Sequential(*[StackedDense(members, a, b, generator) for a, b in zip(widths[:-1], widths[1:])])
+        self.embedding_dim = widths[-1]
+        self.heads = nn.ModuleDict({name: StackedHead(members, self.embedding_dim, head_hidden, generator) for name in heads})
+        self._generator = generator
+
+    def add_head(self, name: str) -> None:
+        """Add a freshly initialised head (e.g. the objective head after pretraining on metrics)."""
+        if name not in self.heads:
+            self.heads[name] = StackedHead(self.members, self.embedding_dim, self.head_hidden, self._generator)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``n x f`` (shared by all members) or ``M x n x f`` -> ``M x n x e``."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.members, -1, -1)
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor, heads: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Predictions ``M x n`` of each requested head for ``x`` (``n x f`` or ``M x n x f``)."""
+        embedding = self.embed(x)
+        return {name: self.heads[name](embedding) for name in heads}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, head: str, chunk_size: int = 8192) -> torch.Tensor:
+        """Member predictions ``M x n`` of one head for ``n x f`` inputs, in chunks to bound memory."""
+        self.eval()
+        parts = [self.heads[head](self.embed(x[i : i + chunk_size])) for i in range(0, x.shape[0], chunk_size)]
+        return torch.cat(parts, dim=1) if parts else x.new_empty(self.members, 0)
+
+    def fit(
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        heads: Sequence[str],
+        epochs: int,
+        batch_size: int = 16,
+        lr: float = 5e-3,
+        weight_decay: float = 0.0,
+        generator: torch.Generator | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> torch.optim.Optimizer:
+        """Train all members at once with the summed Huber loss of the given heads.
+
+        Each member sees the data in its own random order, which (with the independent
+        initialisation) is what makes the members diverse.
+
+        Args:
+            x: ``n x f`` inputs.
+            targets: ``n x h`` targets, column ``j`` for ``heads[j]``; ``NaN`` marks a
+                missing target (e.g. an architecture observed at one fidelity only).
+            heads: the head trained by each target column.
+            epochs: passes over the data.
+            batch_size: rows per step and member.
+            lr, weight_decay: AdamW settings, used when ``optimizer`` is not given.
+            generator: source of the shuffling order.
+            optimizer: reuse an optimizer (its state carries over between calls).
+
+        Returns:
+            The optimizer, to pass back in for warm-started continued training.
+        """
+        n = x.shape[0]
+        if targets.dim() == 1:
+            targets = targets.unsqueeze(1)
+        if n == 0 or epochs <= 0:
+            return optimizer or torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
+        if optimizer is None:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+        generator = generator or self._generator
+        mask = ~torch.isnan(targets)
+        clean = torch.nan_to_num(targets)
+        self.train()
+        steps = max(1, math.ceil(n / batch_size))
+        for _ in range(epochs):
+            order = torch.argsort(torch.rand(self.members, n, generator=generator), dim=1)
+            for step in range(steps):
+                idx = order[:, step * batch_size : (step + 1) * batch_size]  # M x b
+                preds = self(x[idx], heads)
+                y, m = clean[idx], mask[idx]  # M x b x h
+                loss = x.new_zeros(())
+                for j, name in enumerate(heads):
+                    weight = m[..., j].float()
+                    per_item = F.huber_loss(preds[name], y[..., j], reduction="none")
+                    loss = loss + (per_item * weight).sum() / weight.sum().clamp(min=1.0)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return optimizer
