@@ -1,0 +1,241 @@
+"""Benchmark harness: N seeds x strategies on a lookup table (NAS-Bench-201 by default).
+
+``python -m nas.benchmark seeds=20 budget=300`` writes, in the output directory:
+
+- ``results.json``: per strategy, one record per seed (evaluations to reach the table
+  optimum, best value after 100 / 200 evaluations, best-so-far trace, surrogate
+  Spearman correlation with the truth at checkpoints, timings);
+- ``results.md``: the tables of thesis Table 5.3 (evaluations to the optimum) and 5.4
+  (best value after 100 and 200 evaluations), plus Spearman correlations and timings;
+- ``convergence.png``: regret to the optimum and Spearman correlation during the search.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from scipy.stats import spearmanr
+
+from nas.cli import configure_threads, user_errors
+from nas.errors import NASError
+from nas.objectives.table import TableObjective
+from nas.paths import resolve_path
+from nas.search import SearchHistory, run_search
+from nas.spaces import build_space
+from nas.space import SearchSpace
+from nas.strategies import Strategy, instantiate_strategy
+from nas.zero_cost import ZeroCostData, cache_path, load_or_compute_zero_cost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeedRecord:
+    """The outcome of one strategy on one seed."""
+
+    seed: int
+    evals_to_optimum: int | None
+    best_at_100: float | None
+    best_at_200: float | None
+    best_so_far: list[float]
+    spearman: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    median_ask_seconds: float = 0.0
+
+
+def _spearman(strategy: Strategy, space: SearchSpace, truth: torch.Tensor) -> float | None:
+    prediction = strategy.predict(space.all_codes)
+    if prediction is None:
+        return None
+    known = ~torch.isnan(truth)
+    rho = spearmanr(prediction[known].numpy(), truth[known].numpy()).statistic
+    return float(rho)
+
+
+def run_one(task: dict[str, Any]) -> tuple[str, SeedRecord]:
+    """Run one (strategy, seed) pair; a module-level function so worker processes can run it."""
+    configure_threads(task["threads"])
+    cfg = task["cfg"]
+    space = build_space(**cfg.searchspace)
+    objective = TableObjective(space, task["table"], cfg.column)
+    zero_cost = ZeroCostData.load(Path(task["zero_cost_path"]), space) if task["zero_cost_path"] else None
+    started = time.perf_counter()
+    strategy = instantiate_strategy(cfg.strategies[task["name"]], space, task["seed"], zero_cost)
+    checkpoints = sorted(int(c) for c in cfg.spearman_at)
+    spearman: dict[str, float] = {}
+
+    def on_batch(history: SearchHistory) -> None:
+        while checkpoints and len(history.evaluations) >= checkpoints[0]:
+            rho = _spearman(strategy, space, objective.values)
+            if rho is not None:
+                spearman[str(checkpoints[0])] = rho
+            checkpoints.pop(0)
+
+    history = run_search(strategy, objective, cfg.budget, on_batch=on_batch)
+    trace = history.best_so_far()
+    reached = next((i + 1 for i, v in enumerate(trace) if v >= objective.optimum - 1e-9), None)
+    record = SeedRecord(
+        seed=task["seed"],
+        evals_to_optimum=reached,
+        best_at_100=trace[99] if len(trace) >= 100 else None,
+        best_at_200=trace[199] if len(trace) >= 200 else None,
+        best_so_far=trace,
+        spearman=spearman,
+        wall_seconds=time.perf_counter() - started,
+        median_ask_seconds=statistics.median(history.ask_seconds) if history.ask_seconds else 0.0,
+    )
+    log.info("%s seed %d: optimum after %s evaluations (%.1f s)", task["name"], task["seed"], reached, record.wall_seconds)
+    return task["name"], record
+
+
+def _stats(values: list[float]) -> tuple[float, float, float, float]:
+    return min(values), max(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def markdown_report(results: dict[str, list[SeedRecord]], budget: int, optimum: float, column: str) -> str:
+    """Thesis Table 5.3 / 5.4 style tables, Spearman correlations and timings."""
+    lines = [
+        f"## Evaluations to reach the optimum ({column} = {optimum:g})",
+        "",
+        f"| Strategy | Min | Max | Mean | Std | Reached | Mean (miss = {budget}) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, records in results.items():
+        hits = [r.evals_to_optimum for r in records if r.evals_to_optimum is not None]
+        counted = [r.evals_to_optimum if r.evals_to_optimum is not None else budget for r in records]
+        if hits:
+            lo, hi, mean, std = _stats([float(h) for h in hits])
+            cells = f"{lo:.0f} | {hi:.0f} | {mean:.1f} | {std:.2f}"
+        else:
+            cells = "– | – | – | –"
+        lines.append(f"| {name} | {cells} | {len(hits)}/{len(records)} | {statistics.fmean(counted):.1f} |")
+    lines += ["", "## Best value after 100 and 200 evaluations (mean over seeds)", "", "| Strategy | 100 | 200 |", "|---|---|---|"]
+    for name, records in results.items():
+        cells = []
+        for key in ("best_at_100", "best_at_200"):
+            values = [getattr(r, key) for r in records if getattr(r, key) is not None]
+            cells.append(f"{statistics.fmean(values):.4f}" if values else "–")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    with_rho = {n: rs for n, rs in results.items() if any(r.spearman for r in rs)}
+    if with_rho:
+        points = sorted({int(k) for rs in with_rho.values() for r in rs for k in r.spearman})
+        lines += ["", "## Surrogate Spearman correlation with the table over the whole space (mean over seeds)", ""]
+        lines += ["| Strategy | " + " | ".join(f"after {p}" for p in points) + " |", "|---" * (len(points) + 1) + "|"]
+        for name, records in with_rho.items():
+            cells = []
+            for p in points:
+                values = [r.spearman[str(p)] for r in records if str(p) in r.spearman]
+                cells.append(f"{statistics.fmean(values):.3f}" if values else "–")
+            lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", "## Search overhead", "", "| Strategy | Median time to choose a batch (s) | Mean wall time per seed (s) |", "|---|---|---|"]
+    for name, records in results.items():
+        lines.append(
+            f"| {name} | {statistics.median(r.median_ask_seconds for r in records):.3f} | {statistics.fmean(r.wall_seconds for r in records):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def convergence_plot(results: dict[str, list[SeedRecord]], optimum: float, path: Path) -> None:
+    """Mean regret (optimum - best so far) against evaluations, and Spearman correlations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_regret, ax_rho) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, records in results.items():
+        length = min(len(r.best_so_far) for r in records)
+        trace = torch.tensor([r.best_so_far[:length] for r in records], dtype=torch.float64)
+        regret = (optimum - trace).clamp(min=1e-3).mean(0)
+        ax_regret.plot(range(1, length + 1), regret.numpy(), label=name)
+        points = sorted({int(k) for r in records for k in r.spearman})
+        if points:
+            means = [statistics.fmean(r.spearman[str(p)] for r in records if str(p) in r.spearman) for p in points]
+            ax_rho.plot(points, means, marker="o", label=name)
+    ax_regret.set(xlabel="evaluations", ylabel="mean regret to the optimum (floored at 1e-3)", yscale="log", title="Convergence")
+    ax_rho.set(xlabel="evaluations", ylabel="Spearman ρ over the whole space", title="Surrogate rank correlation")
+    for ax in (ax_regret, ax_rho):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
+    """Run every selected strategy on every seed and write the reports to ``cfg.output_dir``."""
+    if cfg.budget <= 0:
+        raise NASError(f"The budget must be a positive number of evaluations, got {cfg.budget}.")
+    if cfg.seeds <= 0:
+        raise NASError(f"The number of seeds must be positive, got {cfg.seeds}.")
+    unknown = [name for name in cfg.include if name not in cfg.strategies]
+    if unknown:
+        raise NASError(f"Unknown strategy {unknown[0]!r}; valid strategies are {', '.join(cfg.strategies)}.")
+    table = resolve_path(cfg.table)
+    space = build_space(**cfg.searchspace)
+    objective = TableObjective(space, table, cfg.column)  # validates the table before any work starts
+    output = Path(cfg.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    needs_zero_cost = any(cfg.strategies[n].get("pretraining", "none") != "none" for n in cfg.include)
+    zero_cost_path = ""
+    if needs_zero_cost:
+        zc = cfg.zero_cost
+        load_or_compute_zero_cost(space, Path(zc.cache_dir), zc.num_samples, zc.seed, warmup=zc.warmup, repetitions=zc.repetitions)
+        zero_cost_path = str(cache_path(Path(zc.cache_dir), space, zc.num_samples, zc.seed))
+    workers = max(1, int(cfg.workers))
+    # Seeds are the outer loop so that partial results cover every strategy evenly.
+    tasks = [
+        {"cfg": cfg, "name": name, "seed": int(cfg.first_seed) + s, "table": str(table), "zero_cost_path": zero_cost_path, "threads": cfg.threads_per_worker}
+        for s in range(cfg.seeds)
+        for name in cfg.include
+    ]
+    started = time.perf_counter()
+    results: dict[str, list[SeedRecord]] = {name: [] for name in cfg.include}
+    if workers == 1:
+        outcomes = map(run_one, tasks)
+        for name, record in outcomes:
+            results[name].append(record)
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for name, record in pool.imap_unordered(run_one, tasks):
+                results[name].append(record)
+    elapsed = time.perf_counter() - started
+    for records in results.values():
+        records.sort(key=lambda r: r.seed)
+    payload = {
+        "table": str(table),
+        "column": cfg.column,
+        "optimum": objective.optimum,
+        "budget": cfg.budget,
+        "seeds": cfg.seeds,
+        "wall_seconds": elapsed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "strategies": {name: [asdict(r) for r in records] for name, records in results.items()},
+    }
+    (output / "results.json").write_text(json.dumps(payload, indent=1))
+    report = markdown_report(results, cfg.budget, objective.optimum, cfg.column)
+    report += f"\nTotal wall time: {elapsed:.0f} s with {workers} worker process(es).\n"
+    (output / "results.md").write_text(report)
+    convergence_plot(results, objective.optimum, output / "convergence.png")
+    print(report)
+    print(f"Results written to {output.resolve()}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run_benchmark(cfg)
+
+
+if __name__ == "__main__":
+    main()

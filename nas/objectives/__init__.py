@@ -1,0 +1,5 @@
+"""Objectives: what an evaluation of an architecture measures."""
+from nas.objectives.base import Evaluation, Objective
+from nas.objectives.table import TableObjective
+
+__all__ = ["Evaluation", "Objective", "TableObjective"]

@@ -1,0 +1,86 @@
+"""The interface every search strategy implements: ``ask`` for encodings, ``tell`` results.
+
+A strategy's state is a function of its seed and the sequence of results it was told,
+so it can be rebuilt exactly by replaying a store of evaluations.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import torch
+
+from nas.space import Encoding, SearchSpace
+
+
+class Strategy(ABC):
+    """Base class: keeps the observations and the random generator.
+
+    Failed evaluations are told as ``NaN``. They are never suggested again, and model-based
+    strategies train on them as the worst value observed so far (a failure is evidence
+    that the region is bad, not the absence of evidence).
+    """
+
+    #: How many suggestions one ``ask`` returns when the caller does not say.
+    default_batch_size: int = 1
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        self.space = space
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.encodings: list[Encoding] = []
+        self.values: list[float] = []
+        self.seen: set[Encoding] = set()
+        self.pending: set[Encoding] = set()
+
+    @abstractmethod
+    def ask(self, n: int | None = None) -> list[Encoding]:
+        """Up to ``n`` new encodings to evaluate (never one already seen or pending)."""
+
+    def tell(self, encodings: Sequence[Encoding], values: Sequence[float]) -> None:
+        """Record results; ``NaN`` marks a failed evaluation."""
+        for enc, value in zip(encodings, values):
+            enc = tuple(enc)
+            self.encodings.append(enc)
+            self.values.append(float(value))
+            self.seen.add(enc)
+            self.pending.discard(enc)
+
+    def _mark_pending(self, encodings: list[Encoding]) -> list[Encoding]:
+        self.pending.update(encodings)
+        return encodings
+
+    @property
+    def best(self) -> tuple[Encoding, float] | None:
+        """Best successful observation so far."""
+        scored = [(v, i) for i, v in enumerate(self.values) if not math.isnan(v)]
+        if not scored:
+            return None
+        value, index = max(scored)
+        return self.encodings[index], value
+
+    def observed_values(self) -> torch.Tensor:
+        """``n`` observed values with failures replaced by the worst successful value."""
+        values = torch.tensor(self.values, dtype=torch.float64)
+        ok = ~torch.isnan(values)
+        floor = values[ok].min() if bool(ok.any()) else torch.tensor(0.0, dtype=torch.float64)
+        return torch.where(ok, values, floor)
+
+    def random_unseen(self, n: int) -> list[Encoding]:
+        """``n`` distinct uniformly drawn members that were neither seen nor are pending."""
+        out: list[Encoding] = []
+        taken = self.seen | self.pending
+        for _ in range(100):
+            for row in self.space.sample(max(2 * n, 16), self.generator).tolist():
+                enc = tuple(row)
+                if enc not in taken:
+                    taken.add(enc)
+                    out.append(enc)
+                    if len(out) == n:
+                        return out
+        return out  # the space is (nearly) exhausted
+
+    def predict(self, codes: torch.Tensor) -> torch.Tensor | None:
+        """Mean predicted objective for ``n x d`` codes, for strategies that have a model."""
+        return None

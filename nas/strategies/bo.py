@@ -1,0 +1,105 @@
+"""Bayesian optimisation with a (pretrained) deep-ensemble surrogate."""
+from __future__ import annotations
+
+import torch
+
+from nas.acquisition import ACQUISITION_NAMES, select_batch
+from nas.errors import NASError
+from nas.space import Encoding, SearchSpace
+from nas.strategies.base import Strategy
+from typing import Callable
+
+from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
+from nas.zero_cost import ZeroCostData
+
+
+class BayesianOptimization(Strategy):
+    """Mono-fidelity BO: fit the ensemble on all observations, maximise the acquisition
+    over the whole enumerated space (or a sampled + mutated pool), return a batch.
+
+    Args:
+        space: the search space.
+        surrogate: a factory ``(space=, seed=, pretraining=) -> EnsembleSurrogate``
+            (the ``ensemble`` config group), or a ready surrogate.
+        seed: randomness of the initial design, pools, Thompson sampling, and the
+            surrogate's initialisation.
+        pretraining: ``simultaneous``, ``sequential`` or ``none`` (see :meth:`pretrain`).
+        acquisition: ``pi`` (thesis default), ``ei``, ``ucb`` or ``thompson``.
+        batch_size: suggestions per iteration when ``ask`` is not given a number.
+        initial_points: random points evaluated before the surrogate is first used.
+        pool_size: candidates scored per iteration when the space cannot be enumerated.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        surrogate: Callable[..., EnsembleSurrogate] | EnsembleSurrogate,
+        seed: int = 0,
+        pretraining: str = "simultaneous",
+        acquisition: str = "pi",
+        batch_size: int = 32,
+        initial_points: int = 10,
+        pool_size: int = 20_000,
+    ) -> None:
+        super().__init__(space, seed)
+        if acquisition not in ACQUISITION_NAMES:
+            raise NASError(f"Unknown acquisition {acquisition!r}; valid acquisitions are {', '.join(ACQUISITION_NAMES)}.")
+        if pretraining not in PRETRAINING_MODES:
+            raise NASError(f"Unknown pretraining mode {pretraining!r}; valid modes are {', '.join(PRETRAINING_MODES)}.")
+        self.surrogate = surrogate if isinstance(surrogate, EnsembleSurrogate) else surrogate(space=space, seed=seed, pretraining=pretraining)
+        self.pretraining = pretraining
+        self.acquisition = acquisition
+        self.default_batch_size = batch_size
+        self.initial_points = initial_points
+        self.pool_size = pool_size
+        self._fitted_on = 0
+        # Features of the whole space are fixed: compute them once, score them every iteration.
+        self._all_features = space.features(space.all_codes) if space.enumerable else None
+
+    @property
+    def needs_zero_cost(self) -> bool:
+        return self.pretraining != "none"
+
+    def pretrain(self, data: ZeroCostData) -> None:
+        """Pretrain the surrogate's trunk on zero-cost metrics (a no-op without pretraining)."""
+        self.surrogate.pretrain(data)
+
+    def _fit(self) -> None:
+        if self._fitted_on == len(self.values):
+            return
+        codes = torch.tensor(self.encodings, dtype=torch.long)
+        self.surrogate.fit(codes, self.observed_values())
+        self._fitted_on = len(self.values)
+
+    def _candidates(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes to score (``c x d``) and their precomputed features when available."""
+        if self._all_features is not None:
+            return self.space.all_codes, self._all_features
+        # Too large to enumerate: random members plus mutations of the best observations.
+        pool = [self.space.sample(self.pool_size // 2, self.generator)]
+        ranked = sorted(zip(self.values, self.encodings), key=lambda t: -t[0] if t[0] == t[0] else float("inf"))
+        parents = [enc for _, enc in ranked[:20]]
+        mutants = [self.space.mutate(self.space.mutate(p, self.generator), self.generator) for p in parents for _ in range(self.pool_size // 40)]
+        if mutants:
+            pool.append(torch.tensor(mutants, dtype=torch.long))
+        return torch.unique(torch.cat(pool), dim=0), None
+
+    def ask(self, n: int | None = None) -> list[Encoding]:
+        n = n or self.default_batch_size
+        if len(self.values) < self.initial_points:
+            return self._mark_pending(self.random_unseen(min(n, self.initial_points - len(self.values))))
+        self._fit()
+        codes, features = self._candidates()
+        samples = self.surrogate.predict(codes, features=features)
+        taken = self.seen | self.pending
+        keys = self.space.keys(codes)
+        taken_keys = self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
+        excluded = torch.isin(keys, taken_keys)
+        incumbent = float(self.surrogate.normalise(torch.tensor(float(self.observed_values().max()))))
+        picks = select_batch(samples, incumbent, n, excluded, self.acquisition, self.generator)
+        return self._mark_pending([tuple(row) for row in codes[picks].tolist()])
+
+    def predict(self, codes: torch.Tensor) -> torch.Tensor | None:
+        if self._fitted_on == 0:
+            return None
+        return self.surrogate.predict(codes).mean(0)

@@ -1,0 +1,84 @@
+"""Optuna's samplers as external baselines, driven through Optuna's own ask/tell API.
+
+Optuna is an optional dependency (``pip install .[peers]``). Each categorical variable
+of the space becomes one ``suggest_categorical``. When a sampler proposes an architecture
+that was already evaluated, its known value is told back at no cost and the sampler
+is asked again: the comparison counts distinct evaluations for every strategy alike.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nas.errors import NASError
+from nas.space import Encoding, SearchSpace
+from nas.strategies.base import Strategy
+
+SAMPLERS = ("tpe", "gp")
+_MAX_REPROPOSALS = 200
+
+
+class OptunaStrategy(Strategy):
+    """An Optuna study as a strategy.
+
+    Args:
+        sampler: ``tpe`` (multivariate TPE) or ``gp`` (``GPSampler``).
+        sampler_options: passed to the Optuna sampler.
+    """
+
+    def __init__(self, space: SearchSpace, seed: int = 0, sampler: str = "tpe", **sampler_options: Any) -> None:
+        super().__init__(space, seed)
+        try:
+            import optuna
+        except ImportError:
+            raise NASError("The Optuna baselines need the optional dependency optuna: pip install 'optuna>=4'.") from None
+        if sampler not in SAMPLERS:
+            raise NASError(f"Unknown Optuna sampler {sampler!r}; valid samplers are {', '.join(SAMPLERS)}.")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if sampler == "tpe":
+            impl = optuna.samplers.TPESampler(seed=seed, multivariate=True, **sampler_options)
+        else:
+            impl = optuna.samplers.GPSampler(seed=seed, **sampler_options)
+        self._optuna = optuna
+        self.study = optuna.create_study(direction="maximize", sampler=impl)
+        self._trials: dict[Encoding, list[Any]] = {}
+        self._known: dict[Encoding, float] = {}
+
+    def _propose(self) -> tuple[Any, Encoding]:
+        trial = self.study.ask()
+        enc = tuple(
+            trial.suggest_categorical(name, list(range(len(options))))
+            for name, options in zip(self.space.variable_names, self.space.choices)
+        )
+        return trial, enc
+
+    def ask(self, n: int | None = None) -> list[Encoding]:
+        n = n or self.default_batch_size
+        out: list[Encoding] = []
+        for _ in range(_MAX_REPROPOSALS):
+            if len(out) == n:
+                break
+            trial, enc = self._propose()
+            if enc in self._known:
+                self.study.tell(trial, self._known[enc])  # free: the value is already known
+            elif enc in self.pending or enc in out:
+                self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
+            else:
+                self._trials.setdefault(enc, []).append(trial)
+                out.append(enc)
+        if len(out) < n:  # the sampler keeps re-proposing known points: fill up at random
+            for enc in self.random_unseen(n - len(out)):
+                self.study.enqueue_trial({name: v for name, v in zip(self.space.variable_names, enc)})
+                trial, proposed = self._propose()
+                self._trials.setdefault(proposed, []).append(trial)
+                out.append(proposed)
+        return self._mark_pending(out)
+
+    def tell(self, encodings, values) -> None:  # type: ignore[no-untyped-def]
+        super().tell(encodings, values)
+        floor = float(self.observed_values().min())
+        for enc, value in zip(encodings, values):
+            enc = tuple(enc)
+            value = floor if value != value else float(value)
+            self._known[enc] = value
+            for trial in self._trials.pop(enc, []):
+                self.study.tell(trial, value)
