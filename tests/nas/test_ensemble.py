@@ -1,0 +1,91 @@
+"""The vectorised deep ensemble and the surrogate around it."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from nas.errors import NASError
+from nas.spaces.nb201 import NB201Space
+from nas.surrogate import DeepEnsemble, EnsembleSurrogate
+from nas.zero_cost import ZeroCostData
+
+
+def _member_forward(ensemble: DeepEnsemble, member: int, x: torch.Tensor, head: str) -> torch.Tensor:
+    """The same network as member ``member``, computed one layer at a time without batching."""
+    h = x
+    for layer in ensemble.trunk:
+        h = h @ layer.weight[member] + layer.bias[member, 0]
+        h = F.silu(F.layer_norm(h, h.shape[-1:], layer.norm_weight[member, 0], layer.norm_bias[member, 0]))
+    block = ensemble.heads[head]
+    hidden = block.hidden
+    h = h @ hidden.weight[member] + hidden.bias[member, 0]
+    h = F.silu(F.layer_norm(h, h.shape[-1:], hidden.norm_weight[member, 0], hidden.norm_bias[member, 0]))
+    return (h @ block.out_weight[member] + block.out_bias[member, 0]).squeeze(-1)
+
+
+def test_batched_members_equal_separate_networks() -> None:
+    ensemble = DeepEnsemble(12, ["a", "b"], members=4, trunk=(16, 24), head_hidden=8, seed=0)
+    x = torch.randn(50, 12)
+    predictions = ensemble.predict(x, "b", chunk_size=7)
+    assert predictions.shape == (4, 50)
+    for m in range(4):
+        assert torch.allclose(predictions[m], _member_forward(ensemble, m, x, "b"), atol=1e-5)
+
+
+def test_members_are_initialised_independently_and_reproducibly() -> None:
+    x = torch.randn(20, 8)
+    a = DeepEnsemble(8, ["y"], members=3, trunk=(16,), head_hidden=8, seed=1).predict(x, "y")
+    b = DeepEnsemble(8, ["y"], members=3, trunk=(16,), head_hidden=8, seed=1).predict(x, "y")
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_fit_learns_a_function_and_ignores_missing_targets() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 4, generator=generator)
+    y = (x[:, 0] * 2 - x[:, 1]).unsqueeze(1)
+    targets = torch.cat([y, torch.full_like(y, float("nan"))], 1)  # second head: no data at all
+    ensemble = DeepEnsemble(4, ["y", "unused"], members=3, trunk=(32, 32), head_hidden=32, seed=0)
+    before = F.mse_loss(ensemble.predict(x, "y").mean(0), y[:, 0])
+    ensemble.fit(x, targets, ["y", "unused"], epochs=60, batch_size=32, lr=5e-3)
+    after = F.mse_loss(ensemble.predict(x, "y").mean(0), y[:, 0])
+    assert after < 0.1 * before
+    assert torch.isfinite(ensemble.predict(x, "unused")).all()
+
+
+def test_simultaneous_pretraining_learns_every_metric(nb201: NB201Space, small_zero_cost: ZeroCostData) -> None:
+    surrogate = EnsembleSurrogate(nb201, members=3, trunk=(64, 64), head_hidden=64, pretraining="simultaneous", pretrain_epochs=150, pretrain_batch_size=16, seed=0)
+    surrogate.pretrain(small_zero_cost)
+    x = nb201.features(small_zero_cost.codes)
+    for j, metric in enumerate(small_zero_cost.metrics):
+        if metric == "latency_ms":
+            continue  # one timed pass per network in this fixture: too noisy to rank
+        predicted = surrogate.ensemble.predict(x, f"metric:{metric}").mean(0)
+        assert spearmanr(predicted.numpy(), small_zero_cost.values[:, j].numpy()).statistic > 0.9, metric
+
+
+def test_sequential_and_no_pretraining(nb201: NB201Space, small_zero_cost: ZeroCostData) -> None:
+    x = nb201.features(nb201.all_codes[:10])
+    untouched = EnsembleSurrogate(nb201, members=2, trunk=(16,), head_hidden=8, pretraining="none", seed=0)
+    before = untouched.ensemble.embed(x).detach().clone()
+    untouched.pretrain(small_zero_cost)
+    assert torch.equal(before, untouched.ensemble.embed(x).detach())
+    sequential = EnsembleSurrogate(nb201, members=2, trunk=(16,), head_hidden=8, pretraining="sequential", pretrain_epochs=2, seed=0)
+    sequential.pretrain(small_zero_cost)
+    assert not torch.allclose(before, sequential.ensemble.embed(x).detach())
+    assert {f"metric:{m}" for m in small_zero_cost.metrics} <= set(sequential.ensemble.heads)
+    with pytest.raises(NASError, match="valid modes are simultaneous, sequential, none"):
+        EnsembleSurrogate(nb201, pretraining="joint")
+
+
+@pytest.mark.parametrize("transform", ["copula", "standardize"])
+def test_target_transforms_preserve_order(nb201: NB201Space, transform: str) -> None:
+    surrogate = EnsembleSurrogate(nb201, members=2, trunk=(8,), head_hidden=8, fit_epochs=1, target_transform=transform)
+    values = torch.tensor([10.0, 93.0, 94.0, 50.0, 93.5])
+    surrogate.fit(nb201.all_codes[:5], values)
+    z = surrogate.normalise(values)
+    assert torch.equal(torch.argsort(z), torch.argsort(values))
+    if transform == "copula":  # ranks, not distances: the outlier at 10 does not squash the top
+        assert torch.allclose(z.sort().values, -z.sort().values.flip(0), atol=1e-5)
