@@ -98,20 +98,29 @@ class SearchSpace(ABC):
     def enumerable(self) -> bool:
         return self.raw_size <= MAX_ENUMERATION
 
-    @cached_property
-    def all_codes(self) -> torch.Tensor:
-        """``N x d`` LongTensor of every valid member, in increasing key order."""
-        if not self.enumerable:
+    def enumerate_codes(self) -> torch.Tensor:
+        """``N x d`` LongTensor of every valid member, in any order.
+
+        The default filters the full cartesian product with :meth:`valid_mask`.
+        Constrained spaces whose raw product is huge override this (and
+        :attr:`enumerable`) with a smarter enumeration.
+        """
+        if self.raw_size > MAX_ENUMERATION:
             raise NASError(
                 f"Search space {self.name!r} has {self.raw_size:,} raw combinations, more than the "
                 f"{MAX_ENUMERATION:,} that are enumerated; use sampling-based acquisition for it."
             )
         grids = torch.cartesian_prod(*[torch.arange(int(c)) for c in self.cardinalities.tolist()])
         grids = grids.reshape(-1, self.num_variables)
-        codes = grids[self.valid_mask(grids)]
+        return grids[self.valid_mask(grids)]
+
+    @cached_property
+    def all_codes(self) -> torch.Tensor:
+        """``N x d`` LongTensor of every valid member, in increasing key order (computed once)."""
+        codes = self.enumerate_codes()
         if codes.shape[0] == 0:
             raise NASError(f"Search space {self.name!r} is empty: its constraints exclude every architecture.")
-        return codes
+        return codes[torch.argsort(self.keys(codes))]
 
     @cached_property
     def all_keys(self) -> torch.Tensor:

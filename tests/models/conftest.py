@@ -1,7 +1,7 @@
 """Fixtures for the model-zoo tests: non-trivial BatchNorm statistics and fusion checks."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import torch
@@ -29,15 +29,6 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
         elif isinstance(module, LayerScale2d):
             uniform(module.gamma, 0.5, 1.0)
     return model.eval()
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: small convs gain nothing from more, and shared CPUs oversubscribe."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -2,11 +2,9 @@
 zero-cost sample computed for real (kept small so the suite stays fast)."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
+
 
 import pytest
-import torch
 
 from nas.objectives import TableObjective
 from nas.spaces import build_space
@@ -14,16 +12,6 @@ from nas.spaces.nb201 import NB201Space
 from nas.zero_cost import ZeroCostData, compute_zero_cost
 
 TABLE = "package://nb201/cifar10.csv"
-NB201_OPTIMUM = 94.3733
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # The two cores are shared by parallel jobs; oversubscribed OpenMP threads make everything slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +35,3 @@ def tiny_ensemble() -> dict[str, object]:
     """Settings of a small, fast ensemble for strategy tests."""
     return dict(members=3, trunk=(32, 32), head_hidden=32, fit_epochs=5, pretrain_epochs=5, batch_size=32, pretrain_batch_size=32)
 
-
-def write_table(path: Path, rows: list[tuple[str, float]], column: str = "test_acc") -> Path:
-    path.write_text("arch," + column + "\n" + "".join(f"{a},{v}\n" for a, v in rows))
-    return path

@@ -5,7 +5,6 @@ import math
 from typing import Callable
 
 import pytest
-import torch
 
 from nas.errors import NASError
 from nas.objectives import TableObjective

@@ -1,0 +1,43 @@
+"""Image-classification DataModules, built by name with :func:`create_datamodule`.
+
+=============== ============================================== ==========================
+name            class                                          source
+=============== ============================================== ==========================
+``digits``      :class:`DigitsDataModule`                      scikit-learn (embedded)
+``image_folder`` :class:`ImageFolderDataModule`                a local folder of images
+``huggingface`` :class:`HuggingFaceDataModule`                 Hugging Face ``datasets``
+``torchvision`` :class:`TorchvisionDataModule`                 torchvision datasets
+=============== ============================================== ==========================
+"""
+from nas.train.data.base import (
+    DatasetError,
+    DataSplits,
+    ImageClassificationDataModule,
+    PILImageDataModule,
+    create_datamodule,
+    dataset_names,
+    image_transforms,
+    register_dataset,
+    stratified_split,
+)
+from nas.train.data.digits import DigitsDataModule
+from nas.train.data.huggingface import HuggingFaceDataModule
+from nas.train.data.image_folder import ImageFolderDataModule
+from nas.train.data.torchvision_data import TORCHVISION_SPLITS, TorchvisionDataModule
+
+__all__ = [
+    "DatasetError",
+    "DataSplits",
+    "DigitsDataModule",
+    "HuggingFaceDataModule",
+    "ImageClassificationDataModule",
+    "ImageFolderDataModule",
+    "PILImageDataModule",
+    "TORCHVISION_SPLITS",
+    "TorchvisionDataModule",
+    "create_datamodule",
+    "dataset_names",
+    "image_transforms",
+    "register_dataset",
+    "stratified_split",
+]
