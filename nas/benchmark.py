@@ -29,6 +29,7 @@ from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
+from nas.report import convergence_plot
 from nas.search import SearchHistory, run_search
 from nas.spaces import build_space
 from nas.space import SearchSpace
@@ -144,35 +145,51 @@ def markdown_report(results: dict[str, list[SeedRecord]], budget: int, optimum: 
     return "\n".join(lines) + "\n"
 
 
-def convergence_plot(results: dict[str, list[SeedRecord]], optimum: float, path: Path) -> None:
-    """Mean regret (optimum - best so far) against evaluations, and Spearman correlations."""
-    import matplotlib
+def load_results(path: Path) -> tuple[dict[str, Any], dict[str, list[SeedRecord]]]:
+    """The payload of a ``results.json`` and its records per strategy."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        results = {name: [SeedRecord(**r) for r in records] for name, records in payload["strategies"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NASError(f"{path} is not a results.json written by nas.benchmark ({exc}).") from None
+    return payload, results
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (ax_regret, ax_rho) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, records in results.items():
-        length = min(len(r.best_so_far) for r in records)
-        trace = torch.tensor([r.best_so_far[:length] for r in records], dtype=torch.float64)
-        regret = (optimum - trace).clamp(min=1e-3).mean(0)
-        ax_regret.plot(range(1, length + 1), regret.numpy(), label=name)
-        points = sorted({int(k) for r in records for k in r.spearman})
-        if points:
-            means = [statistics.fmean(r.spearman[str(p)] for r in records if str(p) in r.spearman) for p in points]
-            ax_rho.plot(points, means, marker="o", label=name)
-    ax_regret.set(xlabel="evaluations", ylabel="mean regret to the optimum (floored at 1e-3)", yscale="log", title="Convergence")
-    ax_rho.set(xlabel="evaluations", ylabel="Spearman ρ over the whole space", title="Surrogate rank correlation")
-    for ax in (ax_regret, ax_rho):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def write_reports(output: Path, results: dict[str, list[SeedRecord]], payload: dict[str, Any]) -> str:
+    """``results.json``, ``results.md`` and ``convergence.png`` of a set of results."""
+    output.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "strategies": {name: [asdict(r) for r in records] for name, records in results.items()}}
+    (output / "results.json").write_text(json.dumps(payload, indent=1))
+    report = markdown_report(results, payload["budget"], payload["optimum"], payload["column"])
+    report += f"\n{payload.get('note', '')}\n"
+    (output / "results.md").write_text(report)
+    convergence_plot(results, payload["optimum"], output / "convergence.png")
+    return report
+
+
+def merge_benchmarks(sources: list[str], output: Path) -> dict[str, list[SeedRecord]]:
+    """Report the strategies of several ``nas.benchmark`` runs on the same table side by side."""
+    merged: dict[str, list[SeedRecord]] = {}
+    first: dict[str, Any] | None = None
+    notes = []
+    for source in sources:
+        payload, results = load_results(Path(source) / "results.json")
+        if first is None:
+            first = payload
+        elif (payload["table"], payload["column"], payload["budget"]) != (first["table"], first["column"], first["budget"]):
+            raise NASError(f"{source} benchmarks another table, column or budget than {sources[0]}; only like runs can be merged.")
+        merged.update(results)
+        notes.append(f"{source}: {', '.join(results)} ({payload['wall_seconds']:.0f} s)")
+    assert first is not None
+    report = write_reports(output, merged, {**first, "config": {"merged_from": sources}, "note": "Merged from " + "; ".join(notes) + "."})
+    print(report)
+    return merged
 
 
 def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
     """Run every selected strategy on every seed and write the reports to ``cfg.output_dir``."""
+    if cfg.get("merge"):
+        return merge_benchmarks(list(cfg.merge), Path(cfg.output_dir))
     if cfg.budget <= 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {cfg.budget}.")
     if cfg.seeds <= 0:
@@ -184,7 +201,6 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
     space = build_space(**cfg.searchspace)
     objective = TableObjective(space, table, cfg.column)  # validates the table before any work starts
     output = Path(cfg.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     needs_zero_cost = any(cfg.strategies[n].get("pretraining", "none") != "none" for n in cfg.include)
     zero_cost_path = ""
     if needs_zero_cost:
@@ -219,14 +235,9 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
         "seeds": cfg.seeds,
         "wall_seconds": elapsed,
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "strategies": {name: [asdict(r) for r in records] for name, records in results.items()},
+        "note": f"Total wall time: {elapsed:.0f} s with {workers} worker process(es).",
     }
-    (output / "results.json").write_text(json.dumps(payload, indent=1))
-    report = markdown_report(results, cfg.budget, objective.optimum, cfg.column)
-    report += f"\nTotal wall time: {elapsed:.0f} s with {workers} worker process(es).\n"
-    (output / "results.md").write_text(report)
-    convergence_plot(results, objective.optimum, output / "convergence.png")
-    print(report)
+    print(write_reports(output, results, payload))
     print(f"Results written to {output.resolve()}")
     return results
 

@@ -7,11 +7,26 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from nas.space import Encoding, SearchSpace
+
+if TYPE_CHECKING:
+    from nas.objectives.base import Evaluation
+
+#: The fidelity of a full evaluation; multi-fidelity searches also use ``"lo"``.
+HIGH_FIDELITY = "hi"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluation to run: an architecture at a fidelity."""
+
+    encoding: Encoding
+    fidelity: str = HIGH_FIDELITY
 
 
 class Strategy(ABC):
@@ -37,6 +52,22 @@ class Strategy(ABC):
     @abstractmethod
     def ask(self, n: int | None = None) -> list[Encoding]:
         """Up to ``n`` new encodings to evaluate (never one already seen or pending)."""
+
+    def propose(self, n: int | None = None) -> list[Trial]:
+        """Up to ``n`` trials to run. Mono-fidelity strategies propose full evaluations of :meth:`ask`."""
+        return [Trial(enc) for enc in self.ask(n)]
+
+    def observe(self, trials: Sequence[Trial], evaluations: Sequence["Evaluation"]) -> None:
+        """Record finished trials. Mono-fidelity strategies :meth:`tell` the values of full evaluations."""
+        self.tell([t.encoding for t in trials], [e.value for e in evaluations])
+
+    def release(self, trials: Sequence[Trial]) -> None:
+        """Forget proposals that will not be evaluated (they may be proposed again)."""
+        self.pending.difference_update(t.encoding for t in trials)
+
+    def claim(self, trials: Sequence[Trial]) -> None:
+        """Mark trials chosen elsewhere (e.g. read from a store) as pending."""
+        self.pending.update(t.encoding for t in trials)
 
     def tell(self, encodings: Sequence[Encoding], values: Sequence[float]) -> None:
         """Record results; ``NaN`` marks a failed evaluation."""

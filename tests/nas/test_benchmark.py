@@ -1,0 +1,82 @@
+"""The benchmark harness, composed from the real Hydra configs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from nas.benchmark import run_benchmark
+from nas.errors import NASError
+
+CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+FAST_ENSEMBLE = ["ensemble.trunk=[32,32]", "ensemble.head_hidden=32", "ensemble.fit_epochs=3", "ensemble.members=3"]
+
+
+def _config(tmp_path: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(
+            "benchmark",
+            overrides=[f"output_dir={tmp_path}", "workers=1", "seeds=2", "budget=40", "spearman_at=[20,40]", *FAST_ENSEMBLE, *overrides],
+        )
+
+
+def test_benchmark_writes_tables_traces_and_plot(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "include=[random,local_search,bo_no_pretraining]")
+    run_benchmark(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["strategies"]) == {"random", "local_search", "bo_no_pretraining"}
+    assert results["optimum"] == pytest.approx(94.3733)
+    for name, records in results["strategies"].items():
+        assert [r["seed"] for r in records] == [0, 1]
+        for r in records:
+            assert len(r["best_so_far"]) == 40
+            assert r["evals_to_optimum"] is None or 1 <= r["evals_to_optimum"] <= 40
+            assert r["best_at_100"] is None  # the budget is 40
+    bo = results["strategies"]["bo_no_pretraining"]
+    assert all(set(r["spearman"]) == {"20", "40"} and -1 <= r["spearman"]["40"] <= 1 for r in bo)
+    report = (tmp_path / "results.md").read_text()
+    assert "| local_search |" in report and "Evaluations to reach the optimum" in report and "Spearman" in report
+    assert (tmp_path / "convergence.png").stat().st_size > 10_000
+
+
+def test_benchmark_results_merge_side_by_side(tmp_path: Path) -> None:
+    run_benchmark(_config(tmp_path / "a", "include=[random]"))
+    run_benchmark(_config(tmp_path / "b", "include=[local_search]"))
+    merged = _config(tmp_path / "m", f"merge=[{tmp_path / 'a'},{tmp_path / 'b'}]")
+    run_benchmark(merged)
+    assert set(json.loads((tmp_path / "m" / "results.json").read_text())["strategies"]) == {"random", "local_search"}
+    run_benchmark(_config(tmp_path / "c", "include=[random]", "budget=30"))
+    with pytest.raises(NASError, match="only like runs can be merged"):
+        run_benchmark(_config(tmp_path / "n", f"merge=[{tmp_path / 'a'},{tmp_path / 'c'}]"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("include=[bo,annealing]", "Unknown strategy 'annealing'; valid strategies are bo, "),
+        ("budget=0", "budget must be a positive number"),
+        ("seeds=0", "number of seeds must be positive"),
+        ("column=flops", "has no column 'flops'; its columns are arch, test_acc, val_acc, val_acc_seeds"),
+        ("table=/nonexistent/table.csv", "Benchmark table /nonexistent/table.csv does not exist"),
+    ],
+)
+def test_benchmark_bad_input(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(NASError, match=message.replace("(", r"\(")):
+        run_benchmark(_config(tmp_path, "include=[random]", override))
+
+
+def test_command_line_error_is_one_sentence_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.benchmark", "column=flops", f"output_dir={tmp_path}", "include=[random]"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Benchmark table") and "has no column 'flops'" in result.stderr
