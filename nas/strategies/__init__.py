@@ -8,9 +8,12 @@ from nas.space import SearchSpace
 from nas.strategies.base import Strategy
 from nas.strategies.baselines import LocalSearch, RandomSearch, RegularizedEvolution
 from nas.strategies.bo import BayesianOptimization
+from nas.strategies.hyperband import Hyperband, SuccessiveHalving
+from nas.strategies.multifidelity import MultiFidelityBO, MultiFidelityStrategy
 from nas.zero_cost import ZeroCostData
 
 __all__ = ["Strategy", "RandomSearch", "RegularizedEvolution", "LocalSearch", "BayesianOptimization", "instantiate_strategy"]
+__all__ += ["Hyperband", "MultiFidelityBO", "MultiFidelityStrategy", "SuccessiveHalving"]
 
 
 def instantiate_strategy(cfg: Any, space: SearchSpace, seed: int, zero_cost: ZeroCostData | None = None) -> Strategy:

@@ -1,0 +1,252 @@
+"""Multi-fidelity search (thesis §5.2.4): many cheap partial evaluations, a few full ones.
+
+:class:`MultiFidelityStrategy` keeps the observations of each fidelity apart and turns the
+per-epoch values of full evaluations into free low-fidelity observations;
+:class:`MultiFidelityBO` is the thesis's Bayesian optimisation with one ensemble head per
+fidelity on a shared trunk.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from nas.errors import NASError
+from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key
+from nas.objectives.base import Evaluation
+from nas.space import Encoding, SearchSpace
+from nas.strategies.base import Strategy, Trial
+from nas.strategies.bo import SurrogateFactory, SurrogateGuided
+from nas.surrogate.model import EnsembleSurrogate
+
+
+class MultiFidelityStrategy(Strategy):
+    """A strategy that evaluates architectures at the fidelities of a schedule.
+
+    Observations and pending trials are kept per fidelity (``observations``,
+    ``pending_at``); an architecture is never proposed twice at the same fidelity. The
+    inherited single-fidelity view keeps its meaning for callers: ``encodings`` and
+    ``values`` (hence ``best`` and ``observed_values``) hold full evaluations only, while
+    ``seen`` and ``pending`` hold the architectures observed or pending at *any* fidelity,
+    so that ``random_unseen`` draws architectures not touched yet.
+
+    A successful or failed evaluation at a fidelity whose ``metrics`` hold the value after
+    the epochs of a lower fidelity (``metrics[epoch_metric_key(k)]``) also counts as an
+    observation at that lower fidelity, unless one exists already (the first value of an
+    (architecture, fidelity) pair is kept).
+
+    Args:
+        fidelity: the schedule; it must be multi-fidelity (``lo_epochs`` set).
+    """
+
+    def __init__(self, space: SearchSpace, fidelity: FidelitySchedule, seed: int = 0) -> None:
+        super().__init__(space, seed)
+        if not fidelity.multi_fidelity:
+            raise NASError(
+                f"{type(self).__name__} is a multi-fidelity strategy and needs a schedule with lo_epochs set "
+                "(e.g. fidelity=multi); with a mono-fidelity schedule use strategy=bo or another mono-fidelity strategy."
+            )
+        self.schedule = fidelity
+        self.observations: dict[str, dict[Encoding, float]] = {f: {} for f in fidelity.fidelities}
+        self.pending_at: dict[str, set[Encoding]] = {f: set() for f in fidelity.fidelities}
+
+    def taken(self, fidelity: str) -> set[Encoding]:
+        """Architectures observed or pending at ``fidelity``."""
+        return self.observations[fidelity].keys() | self.pending_at[fidelity]
+
+    def ask(self, n: int | None = None) -> list[Encoding]:
+        raise NotImplementedError(f"{type(self).__name__} proposes trials at several fidelities: use propose() and observe().")
+
+    def tell(self, encodings: Sequence[Encoding], values: Sequence[float]) -> None:
+        """Record full evaluations (``NaN`` marks a failure)."""
+        evaluations = [Evaluation(math.nan, status="failed") if math.isnan(v) else Evaluation(float(v)) for v in values]
+        self.observe([Trial(tuple(enc)) for enc in encodings], evaluations)
+
+    def observe(self, trials: Sequence[Trial], evaluations: Sequence[Evaluation]) -> None:
+        for trial, evaluation in zip(trials, evaluations):
+            if trial.fidelity not in self.observations:
+                raise NASError(f"Unknown fidelity {trial.fidelity!r}; this search uses the fidelities {', '.join(self.schedule.fidelities)}.")
+            enc = tuple(trial.encoding)
+            self._record(enc, trial.fidelity, float(evaluation.value) if evaluation.status == "ok" else math.nan)
+            self.pending_at[trial.fidelity].discard(enc)
+            for lower in self.schedule.fidelities[: self.schedule.fidelities.index(trial.fidelity)]:
+                free = evaluation.metrics.get(epoch_metric_key(self.schedule.epochs(lower)))
+                if free is not None and math.isfinite(free):
+                    self._record(enc, lower, float(free))
+        self._sync_pending()
+
+    def release(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            self.pending_at[t.fidelity].discard(tuple(t.encoding))
+        self._sync_pending()
+
+    def claim(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            self.pending_at[t.fidelity].add(tuple(t.encoding))
+        self._sync_pending()
+
+    def observations_at(self, fidelity: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n x d`` codes observed at ``fidelity`` and their ``n`` values (float64), failures
+        replaced by the worst successful value of that fidelity."""
+        observed = self.observations[fidelity]
+        codes = torch.tensor(list(observed), dtype=torch.long).reshape(len(observed), self.space.num_variables)
+        values = torch.tensor(list(observed.values()), dtype=torch.float64)
+        failed = torch.isnan(values)
+        worst = float(values[~failed].min()) if not bool(failed.all()) else 0.0
+        return codes, values.masked_fill(failed, worst)
+
+    def _record(self, enc: Encoding, fidelity: str, value: float) -> None:
+        observed = self.observations[fidelity]
+        if enc in observed:
+            return
+        observed[enc] = value
+        self.seen.add(enc)
+        if fidelity == HIGH_FIDELITY:
+            self.encodings.append(enc)
+            self.values.append(value)
+
+    def _mark_trials(self, fidelity: str, encodings: Sequence[Encoding]) -> list[Trial]:
+        self.pending_at[fidelity].update(encodings)
+        self._sync_pending()
+        return [Trial(enc, fidelity) for enc in encodings]
+
+    def _sync_pending(self) -> None:
+        self.pending = set().union(*self.pending_at.values())
+
+
+class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
+    """Multi-fidelity Bayesian optimisation (thesis §5.2.4).
+
+    The deep ensemble has a shared trunk and one head per fidelity. Iteration ``i``
+    (0-based) proposes ``p`` low-fidelity trials, and ``q`` full ones when
+    ``(i + 1) % f == 0`` (see :meth:`FidelitySchedule.trials_in_iteration`). A call of
+    :meth:`propose` never spans two iterations; when the caller caps the batch below what
+    the iteration still owes, the next call continues the same iteration, so the schedule
+    holds whatever the batch sizes.
+
+    Choosing trials:
+
+    - *low fidelity*: random architectures until ``initial_points`` low-fidelity
+      observations exist, then the acquisition on the ``lo`` head over the whole space (or
+      a sampled + mutated pool), excluding every architecture already observed or pending
+      at any fidelity;
+    - *full evaluations*: the acquisition on the ``hi`` head, among the architectures
+      already evaluated successfully at low fidelity and not yet at high fidelity (a full
+      evaluation is spent only on a candidate with evidence behind it); the ``lo`` head
+      ranks them instead while no full evaluation has succeeded yet, since the ``hi`` head
+      has then learnt nothing. If there are fewer such architectures than needed, the rest
+      come from the acquisition over the whole space.
+
+    Fitting: whenever new observations arrived, the ``lo`` head is trained on all low-
+    fidelity observations for ``lo_fit_epochs``, then the ``hi`` head on all full
+    evaluations for ``hi_fit_epochs``. Both update the shared trunk; training the ``hi``
+    head last and longer gives the full evaluations more weight (thesis) and keeps that head
+    in step with a trunk that moves every iteration.
+
+    Args:
+        space: the search space.
+        surrogate: a factory ``(space=, seed=, pretraining=, fidelities=) -> EnsembleSurrogate``
+            (the ``ensemble`` config group), or a ready surrogate with ``lo`` and ``hi`` heads.
+        fidelity: the multi-fidelity schedule (``p``, ``q``, ``f``, epochs of each fidelity).
+        seed: randomness of the initial design, pools, Thompson sampling, and the
+            surrogate's initialisation.
+        pretraining: ``simultaneous``, ``sequential`` or ``none``.
+        acquisition: ``pi`` (thesis default), ``ei``, ``ucb`` or ``thompson``.
+        initial_points: random low-fidelity evaluations before the surrogate is first used.
+        lo_fit_epochs, hi_fit_epochs: surrogate training epochs on each fidelity's data.
+        pool_size: candidates scored per iteration when the space cannot be enumerated.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        surrogate: SurrogateFactory | EnsembleSurrogate,
+        fidelity: FidelitySchedule,
+        seed: int = 0,
+        pretraining: str = "simultaneous",
+        acquisition: str = "pi",
+        initial_points: int = 10,
+        lo_fit_epochs: int = 20,
+        hi_fit_epochs: int = 60,
+        pool_size: int = 20_000,
+    ) -> None:
+        super().__init__(space, fidelity, seed)
+        self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=fidelity.fidelities)
+        missing = [f for f in fidelity.fidelities if f not in self.surrogate.fidelities]
+        if missing:
+            raise NASError(f"The surrogate of a multi-fidelity search needs a head per fidelity; it has none for {', '.join(missing)}.")
+        for name, epochs in (("lo_fit_epochs", lo_fit_epochs), ("hi_fit_epochs", hi_fit_epochs)):
+            if epochs < 1:
+                raise NASError(f"{name} must be a positive number of epochs, got {epochs}.")
+        self.fit_epochs = {LOW_FIDELITY: lo_fit_epochs, HIGH_FIDELITY: hi_fit_epochs}
+        self.initial_points = initial_points
+        self.default_batch_size = fidelity.p + fidelity.q
+        self.iteration = -1
+        self._owed: dict[str, int] = {}  # trials the current iteration has yet to propose, per fidelity
+        self._fitted_on: dict[str, int] = {f: 0 for f in fidelity.fidelities}
+
+    def propose(self, n: int | None = None) -> list[Trial]:
+        n = n or self.default_batch_size
+        # An iteration whose trials cannot be found (a fidelity exhausted) is skipped; one
+        # cycle of f iterations covers every kind of iteration before giving up.
+        for _ in range(self.schedule.f + 1):
+            if not any(self._owed.values()):
+                self.iteration += 1
+                self._owed = self.schedule.trials_in_iteration(self.iteration)
+            trials: list[Trial] = []
+            for fidelity, owed in self._owed.items():
+                k = min(owed, n - len(trials))
+                if k <= 0:
+                    continue
+                picks = self._choose_full(k) if fidelity == HIGH_FIDELITY else self._choose_partial(k)
+                self._owed[fidelity] = owed - k if len(picks) == k else 0
+                trials += self._mark_trials(fidelity, picks)
+            if trials:
+                return trials
+        return []
+
+    def _fit(self) -> None:
+        counts = {f: len(obs) for f, obs in self.observations.items()}
+        if counts == self._fitted_on:
+            return
+        for fidelity in self.schedule.fidelities:  # cheapest first: the hi head is adapted last
+            if counts[fidelity]:
+                codes, values = self.observations_at(fidelity)
+                self.surrogate.fit(codes, values, fidelity, epochs=self.fit_epochs[fidelity])
+        self._fitted_on = counts
+
+    def _choose_partial(self, k: int) -> list[Encoding]:
+        if len(self.observations[LOW_FIDELITY]) < self.initial_points:
+            return self.random_unseen(k)
+        self._fit()
+        observed = self.observations[LOW_FIDELITY]
+        codes, features = self._candidates(list(observed), list(observed.values()))
+        best = float(self.observations_at(LOW_FIDELITY)[1].max())
+        return self._select(k, codes, features, self.seen | self.pending, best, LOW_FIDELITY)
+
+    def _choose_full(self, k: int) -> list[Encoding]:
+        if not self.observations[LOW_FIDELITY] and not self.observations[HIGH_FIDELITY]:
+            return self.random_unseen(k)
+        self._fit()
+        full_ok = not all(math.isnan(v) for v in self.values)
+        head = HIGH_FIDELITY if full_ok else LOW_FIDELITY
+        best = float(self.observations_at(head)[1].max())
+        taken = self.taken(HIGH_FIDELITY)
+        promising = [enc for enc, v in self.observations[LOW_FIDELITY].items() if not math.isnan(v) and enc not in taken]
+        picks: list[Encoding] = []
+        if promising:
+            picks = self._select(k, torch.tensor(promising, dtype=torch.long), None, set(), best, head)
+        if len(picks) < k:
+            observed = self.observations[head]
+            codes, features = self._candidates(list(observed), list(observed.values()))
+            picks += self._select(k - len(picks), codes, features, taken | set(picks), best, head)
+        return picks
+
+    def predict(self, codes: torch.Tensor) -> torch.Tensor | None:
+        """Mean prediction of the ``hi`` head for ``n x d`` codes (the ``lo`` head's while
+        no full evaluation has been fitted: it is then the surrogate's best ranking)."""
+        head = next((f for f in (HIGH_FIDELITY, LOW_FIDELITY) if self._fitted_on[f]), None)
+        if head is None:
+            return None
+        return self.surrogate.predict(codes, head).mean(0)
