@@ -5,10 +5,18 @@ from typing import Any, Callable
 
 from nas.errors import NASError
 from nas.space import SearchSpace
+from nas.spaces.attention import AttentionSpace
+from nas.spaces.mobileone import MobileOneSpace
+from nas.spaces.moat_hybrid import MoatHybridSpace
 from nas.spaces.nb201 import NB201Space
+from nas.spaces.swiftformer_hybrid import SwiftFormerHybridSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {
     "nb201": NB201Space,
+    "mobileone": MobileOneSpace,
+    "swiftformer_hybrid": SwiftFormerHybridSpace,
+    "moat_hybrid": MoatHybridSpace,
+    "attention": AttentionSpace,
 }
 
 

@@ -1,0 +1,109 @@
+"""Shared parts of the image-classification spaces: ``name=value`` strings, input checks.
+
+Architecture strings list every variable as ``name=value`` separated by spaces, e.g.
+``conv_1=mo attention_1=none ...``; values are written as the space's choices are
+(``0.75``, ``4``, ``mo-se``). Parsing accepts the variables in any order and names the
+offending variable and the valid values when a string is malformed.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from nas.errors import NASError
+from nas.space import Encoding, SearchSpace
+
+
+def choice_text(value: object) -> str:
+    """How a choice is written in architecture strings (``1.0`` is written ``1``)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def check_resolution(space: str, resolution: object) -> int:
+    """``resolution`` as a positive int, or a :class:`NASError` naming ``space``."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise NASError(f"Search space {space!r} needs a positive integer input resolution, got {resolution!r}.")
+    return resolution
+
+
+def check_option(space: str, what: str, value: object, valid: Sequence[object]) -> None:
+    """Raise a :class:`NASError` unless ``value`` is one of ``valid``."""
+    if value not in valid:
+        raise NASError(
+            f"Search space {space!r} has no {what} {value!r}; valid values are {', '.join(map(repr, valid))}."
+        )
+
+
+def default_cache_dir() -> Path:
+    """``$NAS_CACHE_DIR``, or ``~/.cache/nas`` when it is not set."""
+    return Path(os.environ.get("NAS_CACHE_DIR") or Path.home() / ".cache" / "nas").expanduser()
+
+
+class KeyValueSpace(SearchSpace):
+    """A :class:`SearchSpace` whose architectures read ``name=value name=value ...``.
+
+    Subclasses set :attr:`resolution` (square inputs) and may override
+    :meth:`violation` to explain, in words, why an in-range encoding breaks a constraint.
+    """
+
+    resolution: int = 224
+
+    def to_string(self, encoding: Encoding) -> str:
+        parts = []
+        for name, options, code in zip(self.variable_names, self.choices, encoding):
+            if not 0 <= int(code) < len(options):
+                raise NASError(
+                    f"Variable {name!r} of search space {self.name!r} takes codes 0..{len(options) - 1}, got {code}."
+                )
+            parts.append(f"{name}={choice_text(options[int(code)])}")
+        return " ".join(parts)
+
+    def parse(self, text: str) -> Encoding:
+        names = self.variable_names
+        values: dict[str, int] = {}
+        for token in str(text).split():
+            name, sep, value = token.partition("=")
+            if not sep or name not in names:
+                raise NASError(
+                    f"Malformed {self.name} architecture string {text!r}: {token!r} is not 'variable=value' with a "
+                    f"variable among {', '.join(names)}."
+                )
+            if name in values:
+                raise NASError(f"Malformed {self.name} architecture string {text!r}: variable {name!r} is given twice.")
+            options = [choice_text(v) for v in self.choices[names.index(name)]]
+            if value not in options:
+                raise NASError(
+                    f"Variable {name!r} of search space {self.name!r} takes the values {', '.join(options)}, got {value!r}."
+                )
+            values[name] = options.index(value)
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise NASError(f"Malformed {self.name} architecture string {text!r}: missing {', '.join(missing)}.")
+        return self.validate([values[n] for n in names])
+
+    def violation(self, encoding: Encoding) -> str | None:
+        """Why an in-range ``encoding`` violates the constraints, or ``None`` if it does not."""
+        return None
+
+    def validate(self, encoding: Sequence[int]) -> Encoding:
+        try:
+            return super().validate(encoding)
+        except NASError:
+            enc = tuple(int(v) for v in encoding)
+            in_range = len(enc) == self.num_variables and all(
+                0 <= v < len(c) for v, c in zip(enc, self.choices)
+            )
+            reason = self.violation(enc) if in_range else None
+            if reason is None:
+                raise
+            raise NASError(f"Architecture {self.to_string(enc)} is outside search space {self.name!r}: {reason}.") from None
+
+    def sample_input(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.randn(batch_size, 3, self.resolution, self.resolution)
