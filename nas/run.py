@@ -1,62 +1,127 @@
 """``python -m nas.run``: one architecture search composed by Hydra.
 
-Config groups: ``searchspace``, ``objective``, ``strategy``, ``ensemble``, ``zero_cost``.
-Example: ``python -m nas.run searchspace=nb201 objective=table strategy=bo budget=100``.
+Config groups: ``searchspace``, ``objective``, ``strategy``, ``ensemble``, ``zero_cost``,
+``fidelity``, ``dataset``, ``trainer``, ``logger``. Example:
+``python -m nas.run searchspace=nb201 objective=table strategy=bo budget=100``.
+
+Every evaluation goes to ``<output_dir>/store.sqlite``. Running the same command again
+resumes the search from that store: nothing finished is run twice, nothing is lost.
 """
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
+from nas.errors import NASError
+from nas.report import EvaluationRecord, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
+from nas.store import Store
 from nas.strategies import Strategy, instantiate_strategy
 from nas.zero_cost import load_or_compute_zero_cost
 
 log = logging.getLogger(__name__)
 
-
-def _summary(space: SearchSpace, history: SearchHistory) -> dict[str, object]:
-    ok = [(e.value, enc) for enc, e in zip(history.encodings, history.evaluations) if e.status == "ok"]
-    best_value, best = max(ok) if ok else (float("nan"), None)
-    return {
-        "best_architecture": space.to_string(best) if best is not None else None,
-        "best_encoding": list(best) if best is not None else None,
-        "best_value": best_value,
-        "evaluations": len(history.evaluations),
-        "failed": sum(e.status != "ok" for e in history.evaluations),
-        "cost": history.cost,
-    }
+#: Config keys that decide what a search does; a store only resumes the same values.
+SEARCH_KEYS = ("searchspace", "objective", "strategy", "ensemble", "fidelity", "dataset", "trainer", "seed")
 
 
-def run(cfg: DictConfig) -> dict[str, object]:
-    """Run the configured search and write ``summary.json`` in ``cfg.output_dir``."""
+def search_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the configuration a resumed search must share with the stored one.
+
+    The budget (a search may be extended), the logger and output paths are left out, and
+    only groups the objective actually uses count (a table search ignores the dataset).
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    identity = {key: container.get(key) for key in SEARCH_KEYS if key in container}
+    uses_training = "Training" in str(container.get("objective", {}).get("_target_", ""))
+    if not uses_training:
+        for key in ("dataset", "trainer", "fidelity"):
+            identity.pop(key, None)
+    zero_cost = dict(container.get("zero_cost") or {})
+    zero_cost.pop("cache_dir", None)
+    identity["zero_cost"] = zero_cost
+    return identity
+
+
+def build_objective(cfg: DictConfig, space: SearchSpace) -> Any:
+    """The objective of the config; a training objective also gets the dataset, trainer and fidelity."""
+    target = str(cfg.objective.get("_target_", ""))
+    if "Training" in target:
+        # Built objects are passed to a partial: given to instantiate directly, Hydra would
+        # turn the dataclasses back into configs.
+        build = hydra.utils.instantiate(cfg.objective, _partial_=True)
+        return build(
+            space=space,
+            dataset=hydra.utils.instantiate(cfg.dataset),
+            trainer=hydra.utils.instantiate(cfg.trainer),
+            fidelity=hydra.utils.instantiate(cfg.fidelity),
+            seed=cfg.seed,
+        )
+    return hydra.utils.instantiate(cfg.objective, space=space)
+
+
+def records_of(space: SearchSpace, history: SearchHistory) -> list[EvaluationRecord]:
+    return [
+        EvaluationRecord.from_evaluation(i, space.to_string(t.encoding), t.fidelity, e, s)
+        for i, (t, e, s) in enumerate(zip(history.trials, history.evaluations, history.seconds))
+    ]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports."""
     configure_threads(cfg.threads)
+    if not cfg.budget > 0:
+        raise NASError(f"The budget must be a positive number of evaluations, got {cfg.budget}.")
+    output = Path(cfg.output_dir)
     space = build_space(**cfg.searchspace)
-    objective = hydra.utils.instantiate(cfg.objective, space=space)
+    objective = build_objective(cfg, space)
     zero_cost = None
     if cfg.strategy.get("pretraining", "none") != "none":
         zc = cfg.zero_cost
         zero_cost = load_or_compute_zero_cost(space, Path(zc.cache_dir), zc.num_samples, zc.seed, warmup=zc.warmup, repetitions=zc.repetitions)
     strategy: Strategy = instantiate_strategy(cfg.strategy, space, cfg.seed, zero_cost)
+    logger = hydra.utils.instantiate(cfg.logger)
+    logger.start(OmegaConf.to_container(cfg, resolve=True), output)
 
-    def on_batch(history: SearchHistory) -> None:
+    def on_evaluation(history: SearchHistory) -> None:
+        record = records_of(space, history)[-1]
         best = history.best_so_far()[-1]
-        log.info("%d evaluations, best %.4f", len(history.evaluations), best)
+        logger.log_evaluation(record, best, history.cost)
+        log.info("evaluation %d (%s, %s): %s %.4g, best %.4g, cost %.2f", record.index, record.encoding, record.fidelity, record.status, record.value, best, history.cost)
 
-    history = run_search(strategy, objective, cfg.budget, on_batch=on_batch)
-    summary = _summary(space, history)
-    output = Path(cfg.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "summary.json").write_text(json.dumps({**summary, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=1))
-    print(f"Best architecture: {summary['best_architecture']}")
-    print(f"Best value: {summary['best_value']} after {summary['evaluations']} evaluations (cost {summary['cost']:g})")
+    with Store(output / "store.sqlite", search_identity(cfg)) as store:
+        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation)
+    if history.replayed:
+        log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
+    records = records_of(space, history)
+    best = history.best()
+    summary: dict[str, Any] = {
+        "best_architecture": space.to_string(best[0].encoding) if best else None,
+        "best_encoding": list(best[0].encoding) if best else None,
+        "best_value": best[1].value if best else None,
+        "evaluations": len(records),
+        "failed": sum(r.status != "ok" for r in records),
+        "resumed_evaluations": history.replayed,
+        "cost": history.cost,
+    }
+    pngs = write_report(output, records, [])
+    logger.finish(records, records[history.trials.index(best[0])] if best else None, pngs)
+    (output / "summary.json").write_text(json.dumps({**summary, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=1, default=str))
+    if best is None:
+        print(f"No evaluation succeeded ({summary['failed']} failed); see {output / 'store.sqlite'}.")
+    else:
+        print(f"Best architecture: {summary['best_architecture']}")
+        print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
+    print(f"Run directory: {output.resolve()}")
     return summary
 
 

@@ -1,0 +1,90 @@
+"""Objective that trains each candidate for real with Lightning and returns its validation accuracy."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from nas.fidelity import FidelitySchedule, epoch_metric_key
+from nas.objectives.base import Evaluation
+from nas.space import Encoding, SearchSpace
+from nas.train import ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
+from nas.train.callbacks import EpochMetrics
+
+
+class TrainingObjective:
+    """Trains ``space.to_module(encoding)`` on a dataset for the fidelity's number of epochs.
+
+    The value is the validation accuracy (in %) after the last epoch. Every epoch's
+    validation accuracy is kept in the metrics (``value_at_epoch_<k>``), which is how a
+    full evaluation also yields its low-fidelity observation for free. Parameters and
+    latency of the fused network are recorded for accuracy-vs-latency reports.
+
+    Args:
+        space: builds the candidate networks.
+        dataset: the data (``configs/dataset``).
+        fidelity: epochs per fidelity and the cost of each (``configs/fidelity``).
+        trainer: Lightning settings (``configs/trainer``).
+        optimizer: optimiser and schedule of every candidate.
+        time_limit_s: wall-clock limit of one training run; exceeding it fails the candidate.
+        seed: seeds weights and data order, so an evaluation is repeatable.
+        measure_latency: profile the trained network (fused, batch 1) after training.
+        on_epoch: receives each epoch's metrics as training goes (the search's live view).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        dataset: ImageClassificationDataModule,
+        fidelity: FidelitySchedule,
+        trainer: TrainerSettings | None = None,
+        optimizer: OptimizerConfig | None = None,
+        time_limit_s: float | None = None,
+        seed: int = 0,
+        measure_latency: bool = True,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
+    ) -> None:
+        self.space = space
+        self.dataset = dataset
+        self.fidelity = fidelity
+        self.trainer = trainer or TrainerSettings()
+        self.optimizer = optimizer or OptimizerConfig()
+        self.time_limit_s = time_limit_s
+        self.seed = seed
+        self.measure_latency = measure_latency
+        self.on_epoch = on_epoch
+
+    def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
+        epochs = self.fidelity.epochs(fidelity)
+        cost = self.fidelity.cost(fidelity)
+        self.dataset.setup("fit")
+        num_classes = self.dataset.num_classes
+        result = train_and_evaluate(
+            lambda: self.space.to_module(encoding, num_classes=num_classes),
+            self.dataset,
+            epochs=epochs,
+            trainer=self.trainer,
+            optimizer=self.optimizer,
+            on_epoch=self.on_epoch,
+            time_limit_s=self.time_limit_s,
+            seed=self.seed,
+        )
+        metrics: dict[str, float] = {epoch_metric_key(m.epoch): 100.0 * m.val_acc for m in result.history}
+        metrics["train_seconds"] = result.wall_time_s
+        if result.history:
+            metrics["val_loss"] = result.history[-1].val_loss
+            metrics["train_loss"] = result.history[-1].train_loss
+        if not result.ok or result.final_val_acc is None:
+            return Evaluation(value=math.nan, cost=cost, status="failed", metrics=metrics, error=result.reason or "no epoch was validated")
+        if self.measure_latency:
+            metrics.update(self._profile(encoding, num_classes))
+        return Evaluation(value=100.0 * result.final_val_acc, cost=cost, metrics=metrics)
+
+    def _profile(self, encoding: Encoding, num_classes: int) -> dict[str, float]:
+        import torch
+
+        from models.profiling import count_parameters, measure_latency
+
+        model = self.space.to_module(encoding, num_classes=num_classes)
+        sample = torch.randn(1, *self.dataset.input_shape)
+        stats = measure_latency(model, sample, warmup=2, repetitions=10)
+        return {"params": float(count_parameters(model)), "latency_ms": stats.median_ms}
