@@ -52,11 +52,12 @@ class TrainingObjective:
         self.seed = seed
         self.measure_latency = measure_latency
         self.on_epoch = on_epoch
+        # Load the data now: a missing or empty dataset must stop the search before it starts.
+        self.dataset.setup("fit")
 
     def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
         epochs = self.fidelity.epochs(fidelity)
         cost = self.fidelity.cost(fidelity)
-        self.dataset.setup("fit")
         num_classes = self.dataset.num_classes
         result = train_and_evaluate(
             lambda: self.space.to_module(encoding, num_classes=num_classes),

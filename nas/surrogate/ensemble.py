@@ -122,6 +122,7 @@ class DeepEnsemble(nn.Module):
         weight_decay: float = 0.0,
         generator: torch.Generator | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        bootstrap: bool = False,
     ) -> torch.optim.Optimizer:
         """Train all members at once with the summed Huber loss of the given heads.
 
@@ -138,6 +139,9 @@ class DeepEnsemble(nn.Module):
             lr, weight_decay: AdamW settings, used when ``optimizer`` is not given.
             generator: source of the shuffling order.
             optimizer: reuse an optimizer (its state carries over between calls).
+            bootstrap: weight each row, per member, by a Poisson(1) draw (the online
+                bootstrap): members then fit different resamples of the data, which keeps
+                their disagreement, i.e. the ensemble's uncertainty, alive where data is thin.
 
         Returns:
             The optimizer, to pass back in for warm-started continued training.
@@ -150,8 +154,12 @@ class DeepEnsemble(nn.Module):
         if optimizer is None:
             optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
         generator = generator or self._generator
-        mask = ~torch.isnan(targets)
+        mask = (~torch.isnan(targets)).float()
         clean = torch.nan_to_num(targets)
+        if bootstrap:
+            draws = torch.poisson(torch.ones(self.members, n, 1), generator=generator)  # M x n x 1
+        else:
+            draws = torch.ones(self.members, n, 1)
         self.train()
         steps = max(1, math.ceil(n / batch_size))
         for _ in range(epochs):
@@ -159,10 +167,11 @@ class DeepEnsemble(nn.Module):
             for step in range(steps):
                 idx = order[:, step * batch_size : (step + 1) * batch_size]  # M x b
                 preds = self(x[idx], heads)
-                y, m = clean[idx], mask[idx]  # M x b x h
+                y = clean[idx]  # M x b x h
+                m = mask[idx] * torch.gather(draws, 1, idx.unsqueeze(-1))  # M x b x h row weights
                 loss = x.new_zeros(())
                 for j, name in enumerate(heads):
-                    weight = m[..., j].float()
+                    weight = m[..., j]
                     per_item = F.huber_loss(preds[name], y[..., j], reduction="none")
                     loss = loss + (per_item * weight).sum() / weight.sum().clamp(min=1.0)
                 optimizer.zero_grad(set_to_none=True)

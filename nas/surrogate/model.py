@@ -41,6 +41,8 @@ class EnsembleSurrogate:
             their ranks to standard-normal quantiles (robust to the long tail of broken
             architectures, and it spreads the top of the distribution), ``standardize``
             subtracts the mean and divides by the standard deviation.
+        bootstrap: train each member on its own Poisson bootstrap of the observations
+            (more member diversity, hence more exploration).
         seed: initialisation and shuffling seed.
     """
 
@@ -60,6 +62,7 @@ class EnsembleSurrogate:
         pretrain_batch_size: int = 16,
         weight_decay: float = 0.0,
         target_transform: str = "copula",
+        bootstrap: bool = False,
         seed: int = 0,
     ) -> None:
         if target_transform not in TARGET_TRANSFORMS:
@@ -77,6 +80,7 @@ class EnsembleSurrogate:
         self.pretrain_batch_size = pretrain_batch_size
         self.weight_decay = weight_decay
         self.target_transform = target_transform
+        self.bootstrap = bootstrap
         self.generator = torch.Generator().manual_seed(seed + 1)
         in_features = space.features(space.sample(1, torch.Generator().manual_seed(0))).shape[1]
         self.ensemble = DeepEnsemble(in_features, self.fidelities, members, trunk, head_hidden, seed=seed)
@@ -136,6 +140,7 @@ class EnsembleSurrogate:
             batch_size=self.batch_size,
             generator=self.generator,
             optimizer=self._optimizer,
+            bootstrap=self.bootstrap,
         )
 
     def normalise(self, values: torch.Tensor, fidelity: str = "hi") -> torch.Tensor:
