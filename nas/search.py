@@ -99,11 +99,13 @@ def run_search(
     stored_batches = store.num_batches() if store is not None else 0
     batch_index = 0
     while history.cost < budget:
-        started = time.perf_counter()
-        remaining = max(1, int(round(budget - history.cost)))
-        proposed = strategy.propose(min(strategy.default_batch_size, remaining))
-        history.ask_seconds.append(time.perf_counter() - started)
         stored = store.batch(batch_index) if store is not None and batch_index < stored_batches else []
+        remaining = max(1, int(round(budget - history.cost)))
+        # Replaying asks for what was asked then, even if the budget has changed since.
+        requested = stored[0].requested if stored else min(strategy.default_batch_size, remaining)
+        started = time.perf_counter()
+        proposed = strategy.propose(requested)
+        history.ask_seconds.append(time.perf_counter() - started)
         batch = _reconcile(strategy, proposed, stored)
         if not batch:
             break  # the space is exhausted
@@ -115,7 +117,7 @@ def run_search(
                 history.seconds.append(record.seconds or 0.0)
                 history.replayed += 1
                 continue
-            row_id = store.start(batch_index, position, trial, strategy.space.to_string(trial.encoding)) if store is not None else -1
+            row_id = store.start(batch_index, position, trial, strategy.space.to_string(trial.encoding), requested) if store is not None else -1
             begun = time.perf_counter()
             evaluation = evaluate_safely(objective, trial)
             seconds = time.perf_counter() - begun

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     id INTEGER PRIMARY KEY,
     batch INTEGER NOT NULL,
     position INTEGER NOT NULL,
+    requested INTEGER NOT NULL,
     encoding TEXT NOT NULL,
     architecture TEXT NOT NULL,
     fidelity TEXT NOT NULL,
@@ -54,6 +55,7 @@ class StoredEvaluation:
     id: int
     batch: int
     position: int
+    requested: int  # how many trials the strategy was asked for in this batch
     trial: Trial
     architecture: str
     status: str
@@ -133,8 +135,12 @@ class Store:
         return _Tx()
 
     # ------------------------------------------------------------------ writing
-    def start(self, batch: int, position: int, trial: Trial, architecture: str) -> int:
-        """Record that an evaluation starts; a rerun of an interrupted one reuses its row."""
+    def start(self, batch: int, position: int, trial: Trial, architecture: str, requested: int) -> int:
+        """Record that an evaluation starts; a rerun of an interrupted one reuses its row.
+
+        ``requested`` is the batch size the strategy was asked for: replaying a batch asks
+        for the same number, which makes a deterministic strategy propose the same trials.
+        """
         encoding = json.dumps(list(trial.encoding))
         with self._transaction():
             row = self._db.execute("SELECT id, status FROM evaluations WHERE batch = ? AND position = ?", (batch, position)).fetchone()
@@ -144,8 +150,8 @@ class Store:
                 self._db.execute("UPDATE evaluations SET attempts = attempts + 1, started_at = ?, encoding = ?, fidelity = ? WHERE id = ?", (time.time(), encoding, trial.fidelity, row[0]))
                 return int(row[0])
             cursor = self._db.execute(
-                "INSERT INTO evaluations (batch, position, encoding, architecture, fidelity, status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
-                (batch, position, encoding, architecture, trial.fidelity, time.time()),
+                "INSERT INTO evaluations (batch, position, requested, encoding, architecture, fidelity, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (batch, position, requested, encoding, architecture, trial.fidelity, time.time()),
             )
             return int(cursor.lastrowid)
 
@@ -172,10 +178,10 @@ class Store:
 
     def _iter_rows(self, clause: str, args: tuple[Any, ...] = ()) -> Iterator[StoredEvaluation]:
         query = (
-            "SELECT id, batch, position, encoding, architecture, fidelity, status, value, cost, metrics, error, seconds, attempts "
+            "SELECT id, batch, position, requested, encoding, architecture, fidelity, status, value, cost, metrics, error, seconds, attempts "
             f"FROM evaluations {clause}"
         )
-        for rid, batch, position, enc, arch, fidelity, status, value, cost, metrics, error, seconds, attempts in self._db.execute(query, args):
+        for rid, batch, position, requested, enc, arch, fidelity, status, value, cost, metrics, error, seconds, attempts in self._db.execute(query, args):
             encoding: Encoding = tuple(json.loads(enc))
             evaluation = None
             if status != "running":
@@ -186,4 +192,4 @@ class Store:
                     metrics=json.loads(metrics or "{}"),
                     error=error,
                 )
-            yield StoredEvaluation(rid, batch, position, Trial(encoding, fidelity), arch, status, evaluation, seconds, attempts)
+            yield StoredEvaluation(rid, batch, position, requested, Trial(encoding, fidelity), arch, status, evaluation, seconds, attempts)

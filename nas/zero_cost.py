@@ -76,10 +76,12 @@ def compute_zero_cost(
     seed: int = 0,
     warmup: int = 3,
     repetitions: int = 10,
+    sample_input: torch.Tensor | None = None,
 ) -> ZeroCostData:
     """Profile ``num_samples`` distinct architectures drawn uniformly from ``space``.
 
-    Latency is the median of ``repetitions`` batch-1 forward passes of the fused network.
+    Latency is the median of ``repetitions`` forward passes of the fused network on
+    ``sample_input`` (default: one input of the space's nominal size).
     """
     generator = torch.Generator().manual_seed(seed)
     if space.enumerable:
@@ -88,7 +90,7 @@ def compute_zero_cost(
     else:
         codes = torch.unique(space.sample(num_samples * 2, generator), dim=0)
         codes = codes[torch.randperm(codes.shape[0], generator=generator)[:num_samples]]
-    sample_input = space.sample_input(1)
+    sample_input = space.sample_input(1) if sample_input is None else sample_input
     rows = []
     started = time.perf_counter()
     for i, code in enumerate(codes.tolist()):
