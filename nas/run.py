@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
-from nas.report import EvaluationRecord, write_report
+from nas.report import EvaluationRecord, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
@@ -98,8 +98,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger.log_evaluation(record, best, history.cost)
         log.info("evaluation %d (%s, %s): %s %.4g, best %.4g, cost %.2f", record.index, record.encoding, record.fidelity, record.status, record.value, best, history.cost)
 
+    spearman_points: list[tuple[int, float]] = []
+
+    def on_batch(history: SearchHistory) -> None:
+        # How well the surrogate, as it stands before its next update, ranks what was measured.
+        full = [(t.encoding, e.value) for t, e in zip(history.trials, history.evaluations) if t.fidelity == "hi" and e.status == "ok"]
+        rho = surrogate_rank_correlation(strategy, [enc for enc, _ in full], [v for _, v in full])
+        if rho is not None:
+            spearman_points.append((len(history.evaluations), rho))
+            logger.log_surrogate(len(history.evaluations), rho)
+
     with Store(output / "store.sqlite", search_identity(cfg)) as store:
-        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation)
+        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch)
     if history.replayed:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
     records = records_of(space, history)
@@ -113,7 +123,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "resumed_evaluations": history.replayed,
         "cost": history.cost,
     }
-    pngs = write_report(output, records, [])
+    pngs = write_report(output, records, spearman_points)
     logger.finish(records, records[history.trials.index(best[0])] if best else None, pngs)
     (output / "summary.json").write_text(json.dumps({**summary, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=1, default=str))
     if best is None:
