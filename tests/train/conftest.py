@@ -88,7 +88,8 @@ class SampleData:
     @staticmethod
     def save_hf_dataset(path: Path, labels_as_strings: bool = False, as_dict: bool = True) -> None:
         """24 images in columns ``picture``/``kind``, as train/test splits or one ``Dataset``."""
-        datasets = pytest.importorskip("datasets")
+        import datasets  # a declared dependency: the Hugging Face loader is part of the product
+
         labels = [i % 3 for i in range(24)]
         features = datasets.Features(
             {
