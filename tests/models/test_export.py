@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import sys
+
+import onnx  # noqa: F401  (the "export" extra, installed with "dev")
+import onnxruntime  # noqa: F401
 import pytest
 import torch
 
 from models.backbone import HybridBackbone
 from models.export import export_and_check, export_onnx, onnx_max_abs_error
 from models.zoo import mobileone_spec, swiftformer_spec
-
-import onnx  # noqa: F401  (the "export" extra, installed with "dev")
-import onnxruntime  # noqa: F401
 
 
 @pytest.mark.parametrize(
