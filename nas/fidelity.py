@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from nas.errors import NASError
 
-#: The fidelity of a full evaluation. Equal to ``nas.strategies.base.HIGH_FIDELITY``; not
-#: imported from there because the strategies import this module.
+#: The fidelity of a full evaluation (the one every strategy's "best" is about).
 HIGH_FIDELITY = "hi"
 #: The fidelity of a partial evaluation (``lo_epochs`` of training).
 LOW_FIDELITY = "lo"

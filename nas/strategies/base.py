@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from nas.fidelity import HIGH_FIDELITY
 from nas.space import Encoding, SearchSpace
 
 if TYPE_CHECKING:
     from nas.objectives.base import Evaluation
 
-#: The fidelity of a full evaluation; multi-fidelity searches also use ``"lo"``.
-HIGH_FIDELITY = "hi"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key
 from nas.objectives import TableObjective
 from nas.spaces.nb201 import NB201Space
-from nas.strategies import Hyperband, MultiFidelityBO, base, instantiate_strategy
+from nas.strategies import Hyperband, MultiFidelityBO, instantiate_strategy
 
 CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 TABLE = "package://nb201/cifar10.csv"
@@ -21,7 +21,7 @@ TABLE = "package://nb201/cifar10.csv"
 def test_mono_fidelity_schedule() -> None:
     mono = FidelitySchedule(hi_epochs=3)
     assert not mono.multi_fidelity
-    assert mono.fidelities == (HIGH_FIDELITY,) == (base.HIGH_FIDELITY,)
+    assert mono.fidelities == (HIGH_FIDELITY,)
     assert mono.epochs("hi") == 3 and mono.cost("hi") == 1.0
     with pytest.raises(NASError, match="fidelities hi"):
         mono.cost("lo")
