@@ -8,6 +8,8 @@ the candidate's fault and raises :class:`~nas.errors.NASError`.
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import math
 import time
@@ -200,6 +202,22 @@ def describe_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+@functools.cache
+def _destroy_process_group_at_exit() -> None:
+    """Tear the DDP process group down before the interpreter exits (registered once).
+
+    Lightning keeps the group alive between runs, which suits a search's many trainings;
+    left to interpreter shutdown, gloo's worker threads can be destroyed out of order and
+    abort the process (``terminate called without an active exception``).
+    """
+
+    def destroy() -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    atexit.register(destroy)
+
+
 def train_and_evaluate(
     model: nn.Module | ModelFactory,
     datamodule: ImageClassificationDataModule,
@@ -256,6 +274,8 @@ def train_and_evaluate(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     wall_time = time.perf_counter() - start
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        _destroy_process_group_at_exit()
 
     history = tuple(reporter.history)
     if reason is None and time_limit is not None:
