@@ -21,20 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
-from scipy.stats import spearmanr
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
-from nas.report import convergence_plot
+from nas.report import convergence_plot, surrogate_rank_correlation
 from nas.search import SearchHistory, run_search
 from nas.spaces import build_space
-from nas.space import SearchSpace
-from nas.strategies import Strategy, instantiate_strategy
-from nas.zero_cost import ZeroCostData, cache_path, load_or_compute_zero_cost
+from nas.strategies import instantiate_strategy
+from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +50,6 @@ class SeedRecord:
     median_ask_seconds: float = 0.0
 
 
-def _spearman(strategy: Strategy, space: SearchSpace, truth: torch.Tensor) -> float | None:
-    prediction = strategy.predict(space.all_codes)
-    if prediction is None:
-        return None
-    known = ~torch.isnan(truth)
-    rho = spearmanr(prediction[known].numpy(), truth[known].numpy()).statistic
-    return float(rho)
-
-
 def run_one(task: dict[str, Any]) -> tuple[str, SeedRecord]:
     """Run one (strategy, seed) pair; a module-level function so worker processes can run it."""
     configure_threads(task["threads"])
@@ -76,7 +64,8 @@ def run_one(task: dict[str, Any]) -> tuple[str, SeedRecord]:
 
     def on_batch(history: SearchHistory) -> None:
         while checkpoints and len(history.evaluations) >= checkpoints[0]:
-            rho = _spearman(strategy, space, objective.values)
+            # Over the whole space: the benchmark knows the truth everywhere.
+            rho = surrogate_rank_correlation(strategy, space.all_codes.tolist(), objective.values.tolist())
             if rho is not None:
                 spearman[str(checkpoints[0])] = rho
             checkpoints.pop(0)
@@ -204,9 +193,8 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
     needs_zero_cost = any(cfg.strategies[n].get("pretraining", "none") != "none" for n in cfg.include)
     zero_cost_path = ""
     if needs_zero_cost:
-        zc = cfg.zero_cost
-        load_or_compute_zero_cost(space, Path(zc.cache_dir), zc.num_samples, zc.seed, warmup=zc.warmup, repetitions=zc.repetitions)
-        zero_cost_path = str(cache_path(Path(zc.cache_dir), space, zc.num_samples, zc.seed))
+        # Computed once here; worker processes load the cached file.
+        zero_cost_path = str(zero_cost_from_config(space, cfg.zero_cost)[1])
     workers = max(1, int(cfg.workers))
     # Seeds are the outer loop so that partial results cover every strategy evenly.
     tasks = [

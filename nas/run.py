@@ -25,12 +25,17 @@ from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.store import Store
 from nas.strategies import Strategy, instantiate_strategy
-from nas.zero_cost import load_or_compute_zero_cost
+from nas.zero_cost import zero_cost_from_config
 
 log = logging.getLogger(__name__)
 
 #: Config keys that decide what a search does; a store only resumes the same values.
 SEARCH_KEYS = ("searchspace", "objective", "strategy", "ensemble", "fidelity", "dataset", "trainer", "seed")
+
+
+def trains_candidates(objective: Any) -> bool:
+    """Whether an ``objective`` config node trains networks (and so uses dataset, trainer, fidelity)."""
+    return str(objective.get("_target_", "")).endswith("TrainingObjective")
 
 
 def search_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -42,8 +47,7 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     identity = {key: container.get(key) for key in SEARCH_KEYS if key in container}
-    uses_training = "Training" in str(container.get("objective", {}).get("_target_", ""))
-    if not uses_training:
+    if not trains_candidates(cfg.objective):
         for key in ("dataset", "trainer", "fidelity"):
             identity.pop(key, None)
     zero_cost = dict(container.get("zero_cost") or {})
@@ -54,8 +58,7 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
 
 def build_objective(cfg: DictConfig, space: SearchSpace) -> Any:
     """The objective of the config; a training objective also gets the dataset, trainer and fidelity."""
-    target = str(cfg.objective.get("_target_", ""))
-    if "Training" in target:
+    if trains_candidates(cfg.objective):
         # Built objects are passed to a partial: given to instantiate directly, Hydra would
         # turn the dataclasses back into configs.
         build = hydra.utils.instantiate(cfg.objective, _partial_=True)
@@ -86,15 +89,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     objective = build_objective(cfg, space)
     zero_cost = None
     if cfg.strategy.get("pretraining", "none") != "none":
-        zc = cfg.zero_cost
-        zero_cost = load_or_compute_zero_cost(space, Path(zc.cache_dir), zc.num_samples, zc.seed, warmup=zc.warmup, repetitions=zc.repetitions)
+        zero_cost, _ = zero_cost_from_config(space, cfg.zero_cost)
     strategy: Strategy = instantiate_strategy(cfg.strategy, space, cfg.seed, zero_cost)
     logger = hydra.utils.instantiate(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), output)
 
+    best = float("-inf")
+
     def on_evaluation(history: SearchHistory) -> None:
-        record = records_of(space, history)[-1]
-        best = history.best_so_far()[-1]
+        nonlocal best
+        index = len(history.evaluations) - 1
+        trial, evaluation = history.trials[index], history.evaluations[index]
+        record = EvaluationRecord.from_evaluation(index, space.to_string(trial.encoding), trial.fidelity, evaluation, history.seconds[index])
+        if record.competes:
+            best = max(best, record.value)
         logger.log_evaluation(record, best, history.cost)
         log.info("evaluation %d (%s, %s): %s %.4g, best %.4g, cost %.2f", record.index, record.encoding, record.fidelity, record.status, record.value, best, history.cost)
 

@@ -90,7 +90,8 @@ def run_search(
         objective: evaluates a trial.
         budget: total cost, in equivalent full evaluations.
         store: where evaluations are recorded, and replayed from when resuming.
-        on_evaluation: called after each new (not replayed) evaluation, e.g. for logging.
+        on_evaluation: called after each new (not replayed) evaluation, which is then the
+            last entry of the history, e.g. for logging.
         on_batch: called after every observed batch (reporting, checkpoints).
     """
     if not budget > 0:
@@ -112,28 +113,24 @@ def run_search(
         results = []
         for position, trial in enumerate(batch):
             record = stored[position] if position < len(stored) else None
-            if record is not None and record.evaluation is not None:
-                results.append(record.evaluation)
-                history.seconds.append(record.seconds or 0.0)
+            replayed = record is not None and record.evaluation is not None
+            if replayed:
+                evaluation, seconds = record.evaluation, record.seconds or 0.0
                 history.replayed += 1
-                continue
-            row_id = store.start(batch_index, position, trial, strategy.space.to_string(trial.encoding), requested) if store is not None else -1
-            begun = time.perf_counter()
-            evaluation = evaluate_safely(objective, trial)
-            seconds = time.perf_counter() - begun
-            if store is not None:
-                store.finish(row_id, evaluation, seconds)
+            else:
+                row_id = store.start(batch_index, position, trial, strategy.space.to_string(trial.encoding), requested) if store is not None else -1
+                begun = time.perf_counter()
+                evaluation = evaluate_safely(objective, trial)
+                seconds = time.perf_counter() - begun
+                if store is not None:
+                    store.finish(row_id, evaluation, seconds)
             results.append(evaluation)
+            history.trials.append(trial)
+            history.evaluations.append(evaluation)
             history.seconds.append(seconds)
-            if on_evaluation is not None:
-                history.trials.append(trial)
-                history.evaluations.append(evaluation)
+            if on_evaluation is not None and not replayed:
                 on_evaluation(history)
-                history.trials.pop()
-                history.evaluations.pop()
         strategy.observe(batch, results)
-        history.trials.extend(batch)
-        history.evaluations.extend(results)
         batch_index += 1
         if on_batch is not None:
             on_batch(history)

@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -116,3 +117,12 @@ def load_or_compute_zero_cost(space: SearchSpace, cache_dir: Path, num_samples: 
     data = compute_zero_cost(space, num_samples, seed, **profile_kwargs)
     data.save(path)
     return data
+
+
+def zero_cost_from_config(space: SearchSpace, settings: Any) -> tuple[ZeroCostData, Path]:
+    """The cached zero-cost data described by a ``zero_cost`` config node, and its file."""
+    path = cache_path(Path(settings.cache_dir), space, settings.num_samples, settings.seed)
+    data = load_or_compute_zero_cost(
+        space, Path(settings.cache_dir), settings.num_samples, settings.seed, warmup=settings.warmup, repetitions=settings.repetitions
+    )
+    return data, path
