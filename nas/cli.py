@@ -9,13 +9,25 @@ import torch
 
 from nas.errors import NASError
 
+def user_error_of(error: BaseException) -> NASError | None:
+    """The :class:`NASError` behind ``error``, also when a library re-raised it wrapped
+    (Hydra's ``instantiate`` turns a constructor's error into an ``InstantiationException``)."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, NASError):
+        seen = seen.__cause__
+    return seen
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn :class:`NASError` into its one-sentence message on stderr and exit status 2."""
     try:
         yield
-    except NASError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        cause = user_error_of(exc)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

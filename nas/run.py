@@ -1,7 +1,7 @@
 """``python -m nas.run``: one architecture search composed by Hydra.
 
 Config groups: ``searchspace``, ``objective``, ``strategy``, ``ensemble``, ``zero_cost``,
-``fidelity``, ``dataset``, ``trainer``, ``logger``. Example:
+``fidelity``, ``dataset``, ``trainer``, ``logger``, ``executor``. Example:
 ``python -m nas.run searchspace=nb201 objective=table strategy=bo budget=100``.
 
 Every evaluation goes to ``<output_dir>/store.sqlite``. Running the same command again
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
+from nas.executors import Executor
 from nas.report import EvaluationRecord, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
@@ -116,8 +117,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             spearman_points.append((len(history.evaluations), rho))
             logger.log_surrogate(len(history.evaluations), rho)
 
-    with Store(output / "store.sqlite", search_identity(cfg)) as store:
-        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch)
+    executor: Executor = hydra.utils.instantiate(cfg.executor)
+    with Store(output / "store.sqlite", search_identity(cfg)) as store, executor:
+        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
     if history.replayed:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
     records = records_of(space, history)

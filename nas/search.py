@@ -8,12 +8,12 @@ new evaluations start.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from nas.errors import NASError
+from nas.executors import Executor, LocalExecutor
 from nas.objectives.base import Evaluation, Objective
 from nas.space import Encoding
 from nas.store import Store, StoredEvaluation
@@ -58,23 +58,6 @@ class SearchHistory:
         return self.trials[index], self.evaluations[index]
 
 
-def evaluate_safely(objective: Objective, trial: Trial) -> Evaluation:
-    """Evaluate one trial; an unexpected exception becomes a failed evaluation with its reason.
-
-    Configuration errors (:class:`NASError`) still stop the search: they would fail every
-    candidate alike.
-    """
-    try:
-        evaluation = objective.evaluate(trial.encoding, trial.fidelity)
-    except NASError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a broken candidate must not end the search
-        return Evaluation(value=math.nan, status="failed", error=f"{type(exc).__name__}: {exc}")
-    if evaluation.status == "ok" and not math.isfinite(evaluation.value):
-        return Evaluation(value=math.nan, cost=evaluation.cost, status="failed", metrics=evaluation.metrics, error="non-finite objective value")
-    return evaluation
-
-
 def run_search(
     strategy: Strategy,
     objective: Objective,
@@ -82,6 +65,7 @@ def run_search(
     store: Store | None = None,
     on_evaluation: Callable[[SearchHistory], None] | None = None,
     on_batch: Callable[[SearchHistory], None] | None = None,
+    executor: Executor | None = None,
 ) -> SearchHistory:
     """Run ``strategy`` against ``objective`` until ``budget`` equivalent full evaluations are spent.
 
@@ -93,9 +77,12 @@ def run_search(
         on_evaluation: called after each new (not replayed) evaluation, which is then the
             last entry of the history, e.g. for logging.
         on_batch: called after every observed batch (reporting, checkpoints).
+        executor: runs the evaluations of a batch (in this process by default). Each batch
+            asks for at least ``executor.parallelism`` trials, so that none of it idles.
     """
     if not budget > 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {budget}.")
+    executor = executor or LocalExecutor()
     history = SearchHistory()
     stored_batches = store.num_batches() if store is not None else 0
     batch_index = 0
@@ -103,38 +90,70 @@ def run_search(
         stored = store.batch(batch_index) if store is not None and batch_index < stored_batches else []
         remaining = max(1, int(round(budget - history.cost)))
         # Replaying asks for what was asked then, even if the budget has changed since.
-        requested = stored[0].requested if stored else min(strategy.default_batch_size, remaining)
+        requested = stored[0].requested if stored else min(max(strategy.default_batch_size, executor.parallelism), remaining)
         started = time.perf_counter()
         proposed = strategy.propose(requested)
         history.ask_seconds.append(time.perf_counter() - started)
         batch = _reconcile(strategy, proposed, stored)
         if not batch:
             break  # the space is exhausted
-        results = []
-        for position, trial in enumerate(batch):
-            record = stored[position] if position < len(stored) else None
-            replayed = record is not None and record.evaluation is not None
-            if replayed:
-                evaluation, seconds = record.evaluation, record.seconds or 0.0
-                history.replayed += 1
-            else:
-                row_id = store.start(batch_index, position, trial, strategy.space.to_string(trial.encoding), requested) if store is not None else -1
-                begun = time.perf_counter()
-                evaluation = evaluate_safely(objective, trial)
-                seconds = time.perf_counter() - begun
-                if store is not None:
-                    store.finish(row_id, evaluation, seconds)
-            results.append(evaluation)
-            history.trials.append(trial)
-            history.evaluations.append(evaluation)
-            history.seconds.append(seconds)
-            if on_evaluation is not None and not replayed:
-                on_evaluation(history)
+        results = _evaluate_batch(batch_index, batch, stored, requested, strategy, objective, executor, store, history, on_evaluation)
         strategy.observe(batch, results)
         batch_index += 1
         if on_batch is not None:
             on_batch(history)
     return history
+
+
+def _evaluate_batch(
+    batch_index: int,
+    batch: list[Trial],
+    stored: list[StoredEvaluation],
+    requested: int,
+    strategy: Strategy,
+    objective: Objective,
+    executor: Executor,
+    store: Store | None,
+    history: SearchHistory,
+    on_evaluation: Callable[[SearchHistory], None] | None,
+) -> list[Evaluation]:
+    """Evaluate the batch's trials the store does not hold, and extend the history in batch order.
+
+    Each result is stored the moment it finishes, whatever its position; the history (and
+    ``on_evaluation``) follows the batch's order, so that logs, reports and a resumed run
+    see the same sequence.
+    """
+    done: dict[int, tuple[Evaluation, float, bool]] = {}  # position -> (evaluation, seconds, replayed)
+    for position, record in enumerate(stored[: len(batch)]):
+        if record.evaluation is not None:
+            done[position] = (record.evaluation, record.seconds or 0.0, True)
+            history.replayed += 1
+    to_run = [position for position in range(len(batch)) if position not in done]
+    rows = {
+        position: store.start(batch_index, position, batch[position], strategy.space.to_string(batch[position].encoding), requested) if store is not None else -1
+        for position in to_run
+    }
+    next_in_order = 0
+
+    def extend_history() -> None:
+        nonlocal next_in_order
+        while next_in_order in done:
+            evaluation, seconds, replayed = done[next_in_order]
+            history.trials.append(batch[next_in_order])
+            history.evaluations.append(evaluation)
+            history.seconds.append(seconds)
+            if on_evaluation is not None and not replayed:
+                on_evaluation(history)
+            next_in_order += 1
+
+    extend_history()
+    for index, evaluation, seconds in executor.run(objective, [batch[p] for p in to_run]):
+        position = to_run[index]
+        if store is not None:
+            store.finish(rows[position], evaluation, seconds)
+        done[position] = (evaluation, seconds, False)
+        extend_history()
+    return [done[position][0] for position in range(len(batch))]
 
 
 def _reconcile(strategy: Strategy, proposed: list[Trial], stored: list[StoredEvaluation]) -> list[Trial]:

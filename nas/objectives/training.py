@@ -28,7 +28,9 @@ class TrainingObjective:
         time_limit_s: wall-clock limit of one training run; exceeding it fails the candidate.
         seed: seeds weights and data order, so an evaluation is repeatable.
         measure_latency: profile the trained network (fused, batch 1) after training.
-        on_epoch: receives each epoch's metrics as training goes (the search's live view).
+        on_epoch: receives each epoch's metrics as training goes (the search's live view), in
+            the process that trains: an executor that trains elsewhere returns the epochs in
+            the evaluation's metrics (``value_at_epoch_<k>``) instead.
     """
 
     def __init__(
@@ -55,6 +57,20 @@ class TrainingObjective:
         # Load the data now: a missing or empty dataset must stop the search before it starts.
         self.dataset.setup("fit")
 
+    @property
+    def needs_own_process(self) -> bool:
+        """Whether each evaluation must run in a process of its own (see :mod:`nas.executors`).
+
+        Lightning's ``ddp`` launcher starts the calling script again for every extra
+        process; were that script the search, each copy would run a whole search.
+        """
+        return self.trainer.launches_script_copies
+
+    def __getstate__(self) -> dict[str, object]:
+        # Sent to worker processes without ``on_epoch``: a callback into the search's
+        # process cannot run in another one, and the epochs come back in the metrics.
+        return {**self.__dict__, "on_epoch": None}
+
     def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
         epochs = self.fidelity.epochs(fidelity)
         cost = self.fidelity.cost(fidelity)
@@ -71,6 +87,7 @@ class TrainingObjective:
         )
         metrics: dict[str, float] = {epoch_metric_key(m.epoch): 100.0 * m.val_acc for m in result.history}
         metrics["train_seconds"] = result.wall_time_s
+        metrics["training_processes"] = float(result.world_size)
         if result.history:
             metrics["val_loss"] = result.history[-1].val_loss
             metrics["train_loss"] = result.history[-1].train_loss

@@ -78,6 +78,20 @@ class TrainerSettings:
     quiet: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def launches_script_copies(self) -> bool:
+        """Whether Lightning will start the calling script again for the other processes.
+
+        True for the ``ddp`` family of strategies over more than one process, unless the
+        processes are spawned or forked (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``),
+        which run a function instead of the script. A caller whose script must not run
+        twice (a search) trains such settings in a process of its own (:mod:`nas.worker`).
+        """
+        strategy = str(self.strategy).lower()
+        single = self.devices in (1, "1") and self.num_nodes == 1
+        in_process = any(kind in strategy for kind in ("spawn", "fork", "notebook"))
+        return strategy.startswith("ddp") and not single and not in_process
+
     def trainer_kwargs(self) -> dict[str, Any]:
         """The arguments of ``lightning.Trainer`` (all fields but those applied around it)."""
         kwargs = asdict(self)
@@ -118,6 +132,7 @@ class TrainingResult:
     history: tuple[EpochMetrics, ...]
     wall_time_s: float
     global_rank: int = 0
+    world_size: int = 1  # processes that trained together (DDP ranks)
 
     @property
     def ok(self) -> bool:
@@ -264,7 +279,7 @@ def train_and_evaluate(
             lightning_trainer = L.Trainer(max_epochs=epochs, callbacks=guards, **settings.trainer_kwargs())
         except Exception as error:  # e.g. a GPU preset on a machine without one: every candidate would fail
             raise NASError(f"The trainer settings cannot be used here: {describe_failure(error)}") from None
-        global_rank = lightning_trainer.global_rank
+        global_rank, world_size = lightning_trainer.global_rank, lightning_trainer.world_size
         try:
             network = model if isinstance(model, nn.Module) else model()
             module = ClassificationModule(network, datamodule.num_classes, optimizer)
@@ -290,5 +305,6 @@ def train_and_evaluate(
         history=history,
         wall_time_s=wall_time,
         global_rank=global_rank,
+        world_size=world_size,
     )
 

@@ -1,0 +1,69 @@
+"""``python -m nas.worker OBJECTIVE TRIAL RESULT``: one evaluation in a process of its own.
+
+Started by :mod:`nas.executors`. ``OBJECTIVE`` is a pickled objective, ``TRIAL`` a JSON
+``{"encoding": [...], "fidelity": "hi"}``; the payload (see :mod:`nas.executors`) is written
+to ``RESULT`` by global rank 0 alone. When the objective trains with Lightning's ``ddp``
+strategy, Lightning starts this same command again for every other rank; those copies
+evaluate the same trial in step and write nothing.
+"""
+from __future__ import annotations
+
+# Only light modules before _end_with_parent(): the heavy imports (torch) take seconds,
+# during which a search killed with -9 would leave this process running.
+import ctypes
+import json
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+
+#: Set by the search to its own pid, so a worker can tell that it was orphaned before it
+#: asked to be killed with its parent.
+PARENT_PID_ENV = "NAS_SEARCH_PID"
+
+
+def _end_with_parent() -> None:
+    """Ask Linux to kill this process when the process that started it dies (even by ``kill -9``).
+
+    The search's worker checks that its parent is still the search. The copies Lightning
+    starts for the other DDP ranks (``LOCAL_RANK`` set) end with the rank-0 worker instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    expected = os.environ.get(PARENT_PID_ENV) if "LOCAL_RANK" not in os.environ else None
+    parent = int(expected) if expected else os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _global_rank() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", 0)) or int(os.environ.get("LOCAL_RANK", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    objective_file, trial_file, result_file = (Path(arg) for arg in (argv or sys.argv[1:]))
+    _end_with_parent()
+    from nas.executors import evaluate_here
+    from nas.strategies.base import Trial
+
+    objective = pickle.loads(objective_file.read_bytes())
+    spec = json.loads(trial_file.read_text())
+    payload = evaluate_here(objective, Trial(tuple(spec["encoding"]), spec["fidelity"]))
+    if _global_rank() == 0:
+        partial = result_file.with_suffix(".partial")
+        partial.write_text(json.dumps(payload))
+        partial.replace(result_file)  # whole or absent: the search never reads half a result
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
