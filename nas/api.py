@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from nas.errors import NASError
+from nas.executors import Executor
 from nas.fidelity import FidelitySchedule
 from nas.objectives.base import Evaluation
 from nas.search import SearchHistory, run_search
@@ -266,10 +267,15 @@ class SearchInstance:
             "pretrained": self.prepared.preprocessed,
         }
 
-    def run_search(self, eval_budget: float) -> SearchResult:
-        """Search until ``eval_budget`` equivalent high-fidelity evaluations are spent (resuming a stored search)."""
+    def run_search(self, eval_budget: float, executor: Executor | None = None) -> SearchResult:
+        """Search until ``eval_budget`` equivalent high-fidelity evaluations are spent (resuming a stored search).
+
+        ``executor`` runs the evaluations (in this process by default), e.g.
+        ``ProcessExecutor(max_workers=4)`` or ``RayExecutor(address="auto")``; the caller
+        keeps it open across calls and closes it.
+        """
         with Store(self.save_dir / "store.sqlite", self.identity) as store:
-            history = run_search(self.strategy, self.objective, eval_budget, store=store)
+            history = run_search(self.strategy, self.objective, eval_budget, store=store, executor=executor)
         best = history.best()
         return SearchResult(
             best_architecture=self.prepared.space.architecture(best[0].encoding) if best else None,

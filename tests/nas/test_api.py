@@ -90,3 +90,16 @@ def test_api_bad_input(tmp_path: Path, prepared: Path) -> None:
     broken.write_bytes(prepared.read_bytes()[:100])
     with pytest.raises(NASError, match="not a valid search space file"):
         PreparedSearchSpace.load(broken)
+
+
+def test_search_with_user_functions_in_parallel_worker_processes(tmp_path: Path) -> None:
+    from nas.executors import ProcessExecutor
+
+    space = create_search_space("plain", ENCODINGS, encoding_to_net)
+    # A closure: the workers receive it by value (cloudpickle), with what it captures.
+    offset = 1.5
+    instance = SearchInstance("parallel", space, hi_fi_eval=lambda arch: hi_fi(arch) + offset, save_dir=tmp_path, batch_size=2, initial_points=2)
+    with ProcessExecutor(max_workers=2) as executor:
+        result = instance.run_search(eval_budget=2, executor=executor)
+    assert result.evaluations == 2
+    assert [e.value for e in result.history.evaluations] == pytest.approx([hi_fi(space.space.architecture(enc)) + offset for enc in result.history.encodings])
