@@ -41,6 +41,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
+import torch
+
 from nas.errors import NASError
 from nas.objectives.base import Evaluation, Objective
 from nas.strategies.base import Trial
@@ -163,6 +165,9 @@ class WorkerProcess:
         # that is importable here only through sys.path, e.g. a test's).
         env["PYTHONPATH"] = _python_path()
         env["NAS_SEARCH_PID"] = str(os.getpid())  # nas.worker.PARENT_PID_ENV
+        # The search's thread setting (config `threads`), which torch would not inherit:
+        # workers sharing the cores with all threads each slow every step.
+        env["NAS_TORCH_THREADS"] = str(torch.get_num_threads())  # nas.worker.THREADS_ENV
         with log_file.open("w") as log_handle:
             process = subprocess.Popen(
                 [sys.executable, "-m", "nas.worker", str(objective_file), str(trial_file), str(result_file)],

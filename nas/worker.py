@@ -21,6 +21,8 @@ from pathlib import Path
 #: Set by the search to its own pid, so a worker can tell that it was orphaned before it
 #: asked to be killed with its parent.
 PARENT_PID_ENV = "NAS_SEARCH_PID"
+#: The search's torch thread count, which the worker adopts.
+THREADS_ENV = "NAS_TORCH_THREADS"
 
 
 def _end_with_parent() -> None:
@@ -52,9 +54,13 @@ def _global_rank() -> int:
 def main(argv: list[str] | None = None) -> int:
     objective_file, trial_file, result_file = (Path(arg) for arg in (argv or sys.argv[1:]))
     _end_with_parent()
+    import torch
+
     from nas.executors import evaluate_here
     from nas.strategies.base import Trial
 
+    if os.environ.get(THREADS_ENV):
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     objective = pickle.loads(objective_file.read_bytes())
     spec = json.loads(trial_file.read_text())
     payload = evaluate_here(objective, Trial(tuple(spec["encoding"]), spec["fidelity"]))

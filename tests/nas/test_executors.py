@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas.errors import NASError
 from nas.executors import Executor, LocalExecutor, ProcessExecutor, RayExecutor, SlurmExecutor
@@ -46,7 +47,7 @@ class ArithmeticObjective:
         if self.crash_if_divisible_by and total % self.crash_if_divisible_by == 0:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(120 if self.hang else 0.05 * (total % 4))
-        return Evaluation(value=float(total), metrics={"pid": float(os.getpid())})
+        return Evaluation(value=float(total), metrics={"pid": float(os.getpid()), "threads": float(torch.get_num_threads())})
 
 
 def _search(space: NB201Space, objective: ArithmeticObjective, executor: Executor, budget: int, store: Store | None = None) -> SearchHistory:
@@ -59,11 +60,17 @@ def _pids(history: SearchHistory) -> set[float]:
 
 
 def test_process_executor_runs_batches_in_parallel_workers_and_stores_them_in_batch_order(tmp_path: Path, nb201: NB201Space) -> None:
-    with Store(tmp_path / "store.sqlite", {"test": "process"}) as store:
-        history = _search(nb201, ArithmeticObjective(), ProcessExecutor(max_workers=2), budget=6, store=store)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the search's setting, which workers must adopt
+    try:
+        with Store(tmp_path / "store.sqlite", {"test": "process"}) as store:
+            history = _search(nb201, ArithmeticObjective(), ProcessExecutor(max_workers=2), budget=6, store=store)
+    finally:
+        torch.set_num_threads(threads)
 
     assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
     assert os.getpid() not in _pids(history) and len(_pids(history)) == 6  # a fresh process each
+    assert {e.metrics["threads"] for e in history.evaluations} == {1.0}
     with sqlite3.connect(tmp_path / "store.sqlite") as db:
         rows = db.execute("SELECT batch, position, requested, encoding, status, attempts FROM evaluations ORDER BY batch, position").fetchall()
     # Random search proposes one at a time, but a batch asks for as many as run at once.
