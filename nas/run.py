@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
-from nas.executors import Executor
 from nas.report import EvaluationRecord, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
@@ -117,8 +116,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             spearman_points.append((len(history.evaluations), rho))
             logger.log_surrogate(len(history.evaluations), rho)
 
-    executor: Executor = hydra.utils.instantiate(cfg.executor)
-    with Store(output / "store.sqlite", search_identity(cfg)) as store, executor:
+    # The store first: a refused store must not start a Ray instance or Slurm jobs.
+    with Store(output / "store.sqlite", search_identity(cfg)) as store, hydra.utils.instantiate(cfg.executor) as executor:
         history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
     if history.replayed:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
