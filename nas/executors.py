@@ -26,10 +26,14 @@ search wherever it was raised because it would fail every candidate alike.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import math
 import os
+import pickle
+import secrets
 import signal
 import subprocess
 import sys
@@ -102,8 +106,8 @@ def evaluate_payload(objective: Objective, trial: Trial, own_process: bool) -> P
         return evaluate_here(objective, trial)
     with tempfile.TemporaryDirectory(prefix="nas-worker-") as folder:
         objective_file = Path(folder) / "objective.pkl"
-        dump_objective(objective, objective_file)
-        child = WorkerProcess.start(objective_file, trial, Path(folder) / "job")
+        key = dump_objective(objective, objective_file)
+        child = WorkerProcess.start(objective_file, key, trial, Path(folder) / "job")
         child.process.wait()
         return child.collect()
 
@@ -115,14 +119,42 @@ def result_of(payload: Payload) -> tuple[Evaluation, float]:
     return Evaluation(**payload["evaluation"]), float(payload["seconds"])
 
 
-def dump_objective(objective: Objective, path: Path) -> None:
-    """Pickle ``objective`` for a worker; cloudpickle, so spaces built from lambdas travel too."""
+#: The environment variable that hands a worker the key of its objective file.
+OBJECTIVE_KEY_ENV = "NAS_OBJECTIVE_KEY"
+_DIGEST_BYTES = 32  # SHA-256
+
+
+def dump_objective(objective: Objective, path: Path) -> str:
+    """Write ``objective`` for the workers of this search, signed; return the key (hex).
+
+    This file is a message from the search to the workers it starts, not a saved artifact:
+    it lives in a private temporary folder for one batch. Only pickle carries an arbitrary
+    objective (cloudpickle, so a user's closures and lambda-built spaces travel too), so the
+    file is signed with a fresh key that only the search and its workers hold (in their
+    environment): :func:`load_objective` unpickles nothing that the search did not write.
+    """
     import cloudpickle
 
     try:
-        path.write_bytes(cloudpickle.dumps(objective))
+        data = cloudpickle.dumps(objective)
     except Exception as error:  # noqa: BLE001 - whatever the pickler rejects, say what it was
         raise NASError(f"The objective cannot be sent to a worker process ({type(error).__name__}: {error}); use executor=local.") from None
+    key = secrets.token_bytes(_DIGEST_BYTES)
+    path.write_bytes(hmac.new(key, data, hashlib.sha256).digest() + data)
+    return key.hex()
+
+
+def load_objective(path: Path, key: str) -> Objective:
+    """The objective :func:`dump_objective` wrote with ``key``; refuses any other file."""
+    blob = path.read_bytes()
+    digest, data = blob[:_DIGEST_BYTES], blob[_DIGEST_BYTES:]
+    try:
+        expected = hmac.new(bytes.fromhex(key), data, hashlib.sha256).digest()
+    except ValueError:
+        expected = b""
+    if not hmac.compare_digest(digest, expected):
+        raise NASError(f"{path} was not written by the search that started this worker (its signature does not match); it is not loaded.")
+    return pickle.loads(data)
 
 
 def _python_path() -> str:
@@ -157,7 +189,7 @@ class WorkerProcess:
     started: float
 
     @classmethod
-    def start(cls, objective_file: Path, trial: Trial, stem: Path) -> "WorkerProcess":
+    def start(cls, objective_file: Path, key: str, trial: Trial, stem: Path) -> "WorkerProcess":
         trial_file, result_file, log_file = stem.with_suffix(".trial.json"), stem.with_suffix(".result.json"), stem.with_suffix(".log")
         trial_file.write_text(json.dumps({"encoding": list(trial.encoding), "fidelity": trial.fidelity}))
         env = {key: value for key, value in os.environ.items() if key not in _DISTRIBUTED_ENV}
@@ -165,6 +197,7 @@ class WorkerProcess:
         # that is importable here only through sys.path, e.g. a test's).
         env["PYTHONPATH"] = _python_path()
         env["NAS_SEARCH_PID"] = str(os.getpid())  # nas.worker.PARENT_PID_ENV
+        env[OBJECTIVE_KEY_ENV] = key
         # The search's thread setting (config `threads`), which torch would not inherit:
         # workers sharing the cores with all threads each slow every step.
         env["NAS_TORCH_THREADS"] = str(torch.get_num_threads())  # nas.worker.THREADS_ENV
@@ -247,9 +280,11 @@ class LocalExecutor(Executor):
     """One evaluation after another in this process (in a worker process when the objective needs one)."""
 
     def run(self, objective: Objective, trials: Sequence[Trial]) -> Iterator[Finished]:
-        own_process = needs_own_process(objective)
+        if needs_own_process(objective):
+            yield from ProcessExecutor(max_workers=1).run(objective, trials)
+            return
         for position, trial in enumerate(trials):
-            yield position, *result_of(evaluate_payload(objective, trial, own_process))
+            yield position, *result_of(evaluate_here(objective, trial))
 
 
 class ProcessExecutor(Executor):
@@ -275,10 +310,10 @@ class ProcessExecutor(Executor):
     def run(self, objective: Objective, trials: Sequence[Trial]) -> Iterator[Finished]:
         with tempfile.TemporaryDirectory(prefix="nas-workers-") as folder:
             objective_file = Path(folder) / "objective.pkl"
-            dump_objective(objective, objective_file)
+            key = dump_objective(objective, objective_file)
 
             def launch(position: int, trial: Trial) -> WorkerProcess:
-                return WorkerProcess.start(objective_file, trial, Path(folder) / f"job{position}")
+                return WorkerProcess.start(objective_file, key, trial, Path(folder) / f"job{position}")
 
             yield from run_pool(trials, self.parallelism, launch, self._wait_any, WorkerProcess.kill)  # type: ignore[arg-type]
 
@@ -344,8 +379,7 @@ class RayExecutor(Executor):
             except ConnectionError as error:
                 raise NASError(f"No Ray cluster could be reached at {address!r} ({error}); give a running cluster's address, or null for a local instance.") from None
             self._started_here = True
-        self.cpus_per_trial = cpus_per_trial
-        self.gpus_per_trial = gpus_per_trial
+        self._task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(evaluate_payload)
         resources = ray.cluster_resources()
         fits = int(resources.get("CPU", 1) // cpus_per_trial)
         if gpus_per_trial > 0:
@@ -357,8 +391,7 @@ class RayExecutor(Executor):
         self._objective_ref: Any = None
 
     def run(self, objective: Objective, trials: Sequence[Trial]) -> Iterator[Finished]:
-        ray = self._ray
-        task = ray.remote(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, max_retries=0)(evaluate_payload)
+        ray, task = self._ray, self._task
         if self._objective is not objective:  # sent to the object store once per search, not per batch
             self._objective, self._objective_ref = objective, ray.put(objective)
         objective_ref, own_process = self._objective_ref, needs_own_process(objective)

@@ -1,7 +1,8 @@
 """``python -m nas.worker OBJECTIVE TRIAL RESULT``: one evaluation in a process of its own.
 
-Started by :mod:`nas.executors`. ``OBJECTIVE`` is a pickled objective, ``TRIAL`` a JSON
-``{"encoding": [...], "fidelity": "hi"}``; the payload (see :mod:`nas.executors`) is written
+Started by :mod:`nas.executors`. ``OBJECTIVE`` is an objective the search pickled and
+signed (:func:`~nas.executors.dump_objective`; the key comes in the environment), ``TRIAL``
+a JSON ``{"encoding": [...], "fidelity": "hi"}``; the payload (see :mod:`nas.executors`) is written
 to ``RESULT`` by global rank 0 alone. When the objective trains with Lightning's ``ddp``
 strategy, Lightning starts this same command again for every other rank; those copies
 evaluate the same trial in step and write nothing.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import pickle
 import signal
 import sys
 from pathlib import Path
@@ -56,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     _end_with_parent()
     import torch
 
-    from nas.executors import evaluate_here
+    from nas.executors import OBJECTIVE_KEY_ENV, evaluate_here, load_objective
     from nas.strategies.base import Trial
 
     if os.environ.get(THREADS_ENV):
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    objective = pickle.loads(objective_file.read_bytes())
+    objective = load_objective(objective_file, os.environ.get(OBJECTIVE_KEY_ENV, ""))
     spec = json.loads(trial_file.read_text())
     payload = evaluate_here(objective, Trial(tuple(spec["encoding"]), spec["fidelity"]))
     if _global_rank() == 0:

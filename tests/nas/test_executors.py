@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nas.errors import NASError
-from nas.executors import Executor, LocalExecutor, ProcessExecutor, RayExecutor, SlurmExecutor
+from nas.executors import Executor, LocalExecutor, ProcessExecutor, RayExecutor, SlurmExecutor, dump_objective, load_objective
 from nas.objectives.base import Evaluation
 from nas.search import SearchHistory, run_search
 from nas.space import Encoding
@@ -25,6 +25,19 @@ from nas.store import Store
 from nas.strategies import RandomSearch
 
 ROOT = Path(__file__).resolve().parents[2]
+# `python -m nas.run` training each candidate for one epoch on the 8x8 digits.
+TINY_TRAINING = [
+    "searchspace=nb201_small",
+    "searchspace.channels=4",
+    "searchspace.resolution=8",
+    "objective.measure_latency=false",
+    "fidelity.hi_epochs=1",
+    "strategy=random",
+]
+
+
+def _run_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "WANDB_MODE": "disabled", "NAS_CACHE_DIR": str(tmp_path / "cache")}
 
 
 class ArithmeticObjective:
@@ -136,6 +149,22 @@ def test_slurm_executor_runs_submitit_jobs_on_the_local_cluster(tmp_path: Path, 
     assert list((tmp_path / "jobs").glob("*_result.pkl"))  # submitit's own job records
 
 
+def test_workers_load_only_the_objective_file_their_search_signed(tmp_path: Path) -> None:
+    path = tmp_path / "objective.pkl"
+    key = dump_objective(ArithmeticObjective(crash_if_divisible_by=7), path)
+    assert load_objective(path, key).crash_if_divisible_by == 7
+
+    other_key = dump_objective(ArithmeticObjective(), tmp_path / "other.pkl")
+    for bad_key in (other_key, "", "not hex"):
+        with pytest.raises(NASError, match="was not written by the search that started this worker"):
+            load_objective(path, bad_key)
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1  # one flipped bit in the pickle
+    path.write_bytes(bytes(blob))
+    with pytest.raises(NASError, match="signature does not match"):
+        load_objective(path, key)
+
+
 def test_executor_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(NASError, match="max_workers must be a positive number"):
         ProcessExecutor(max_workers=0)
@@ -154,20 +183,8 @@ def test_local_executor_evaluates_in_this_process(nb201: NB201Space) -> None:
 
 def test_nas_run_with_a_ddp_trainer_trains_each_candidate_on_two_processes_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [
-        "searchspace=nb201_small",
-        "searchspace.channels=4",
-        "searchspace.resolution=8",
-        "objective.measure_latency=false",
-        "fidelity.hi_epochs=1",
-        "strategy=random",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "budget=2",
-        f"output_dir={run_dir}",
-    ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "NAS_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "nas.run", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    args = [*TINY_TRAINING, "trainer=ddp", "trainer.accelerator=cpu", "budget=2", f"output_dir={run_dir}"]
+    done = subprocess.run([sys.executable, "-m", "nas.run", *args], cwd=tmp_path, env=_run_env(tmp_path), capture_output=True, text=True, timeout=400)
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Best architecture:") == 1  # one search, not one per rank
@@ -202,19 +219,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [
-        "searchspace=nb201_small",
-        "searchspace.channels=4",
-        "searchspace.resolution=8",
-        "objective.measure_latency=false",
-        "fidelity.hi_epochs=1",
-        "strategy=random",
-        "executor=process",
-        "executor.max_workers=2",
-        "budget=6",
-        f"output_dir={run_dir}",
-    ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "NAS_CACHE_DIR": str(tmp_path / "cache")}
+    args = [*TINY_TRAINING, "executor=process", "executor.max_workers=2", "budget=6", f"output_dir={run_dir}"]
+    env = _run_env(tmp_path)
     command = [sys.executable, "-m", "nas.run", *args]
     search = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     query = "SELECT batch, position, architecture, status, value, finished_at, attempts FROM evaluations ORDER BY batch, position"
