@@ -1,8 +1,16 @@
 """Acquisition functions over ensemble predictions.
 
-Each function is pure: it takes the member predictions ``samples`` (``M x n``, larger is
-better, in the surrogate's normalised units) and the incumbent value, and returns one
-score per candidate (``n``). The members act as Monte-Carlo samples of the posterior.
+The ``M`` members' predictions of a candidate are read as a Gaussian predictive
+distribution: mean ``mu`` and standard deviation ``sigma`` over the members (``sigma`` is
+floored, see :func:`predictive`). Scoring with the distribution rather than by counting
+members keeps the acquisitions informative everywhere: with 6 members and an incumbent at
+the top of the observations, counting members above it gives almost every candidate a
+probability of improvement of exactly 0, and the choice degenerates into ranking by the
+mean.
+
+Each score function is pure: it takes the member predictions ``samples`` (``M x n``,
+larger is better, in the surrogate's normalised units) and the incumbent, and returns
+one score per candidate (``n``, float64).
 """
 from __future__ import annotations
 
@@ -14,26 +22,61 @@ from nas.errors import NASError
 
 AcquisitionFn = Callable[[torch.Tensor, float], torch.Tensor]
 
-#: Weight of the mean prediction in tie-breaking. PI from ``M`` samples takes only
-#: ``M + 1`` distinct values, so candidates with equal PI are ranked by their mean.
-_TIE_BREAK = 1e-3
+#: Smallest predictive standard deviation, as a share of the spread of the means over the
+#: candidates: members that happen to agree must not make a candidate look certain.
+_SIGMA_FLOOR = 0.05
+
+
+def predictive(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and floored standard deviation (each ``n``, float64) of ``M x n`` member predictions."""
+    samples = samples.double()
+    mean = samples.mean(0)
+    std = samples.std(0, unbiased=samples.shape[0] > 1) if samples.shape[0] > 1 else torch.zeros_like(mean)
+    spread = float(mean.std()) if mean.numel() > 1 else 1.0
+    return mean, std.clamp(min=_SIGMA_FLOOR * max(spread, 1e-6))
+
+
+def _pi(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> torch.Tensor:
+    """Log probability of improvement: the same order as PI, without its underflow to 0."""
+    return torch.special.log_ndtr((mean - incumbent) / std)
+
+
+def _ei(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> torch.Tensor:
+    """Log expected improvement; where EI underflows to 0, ordered by ``z`` below all others."""
+    z = (mean - incumbent) / std
+    ei = std * (z * torch.special.ndtr(z) + torch.exp(-0.5 * z * z) / (2 * torch.pi) ** 0.5)
+    return torch.where(ei > 0, torch.log(ei.clamp(min=1e-300)), -1e6 + z)
+
+
+def _ucb(mean: torch.Tensor, std: torch.Tensor, incumbent: float, beta: float = 2.0) -> torch.Tensor:
+    return mean + beta * std
+
+
+#: Selection scores (larger is better) of the predictive mean and standard deviation
+#: (``n`` each) and the incumbent.
+_SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "pi": _pi,
+    "ei": _ei,
+    "ucb": _ucb,
+    "mean": lambda mean, std, incumbent: mean,  # pure exploitation, e.g. to promote trials
+}
 
 
 def probability_of_improvement(samples: torch.Tensor, incumbent: float, xi: float = 0.0) -> torch.Tensor:
-    """Fraction of members predicting an improvement over ``incumbent + xi`` (ties broken by the mean)."""
-    mean = samples.mean(0)
-    pi = (samples > incumbent + xi).float().mean(0)
-    return pi + _TIE_BREAK * torch.tanh(mean - incumbent)
+    """``P(f > incumbent + xi)`` under the predictive distribution."""
+    return torch.exp(_pi(*predictive(samples), incumbent + xi))
 
 
 def expected_improvement(samples: torch.Tensor, incumbent: float, xi: float = 0.0) -> torch.Tensor:
-    """Monte-Carlo expected improvement over ``incumbent + xi``."""
-    return (samples - incumbent - xi).clamp(min=0).mean(0) + _TIE_BREAK * torch.tanh(samples.mean(0) - incumbent)
+    """Expected improvement over ``incumbent + xi`` under the predictive distribution."""
+    mean, std = predictive(samples)
+    z = (mean - incumbent - xi) / std
+    return std * (z * torch.special.ndtr(z) + torch.exp(-0.5 * z * z) / (2 * torch.pi) ** 0.5)
 
 
 def upper_confidence_bound(samples: torch.Tensor, incumbent: float, beta: float = 2.0) -> torch.Tensor:
-    """Mean plus ``beta`` member standard deviations (the incumbent is not used)."""
-    return samples.mean(0) + beta * samples.std(0, unbiased=False)
+    """Mean plus ``beta`` predictive standard deviations (the incumbent is not used)."""
+    return _ucb(*predictive(samples), incumbent, beta)
 
 
 ACQUISITIONS: dict[str, AcquisitionFn] = {
@@ -42,7 +85,12 @@ ACQUISITIONS: dict[str, AcquisitionFn] = {
     "ucb": upper_confidence_bound,
 }
 #: Thompson sampling is a selection rule, not a score: see :func:`select_batch`.
-ACQUISITION_NAMES = (*ACQUISITIONS, "thompson")
+ACQUISITION_NAMES = (*ACQUISITIONS, "mean", "thompson")
+
+
+def check_acquisition(name: str) -> None:
+    if name not in ACQUISITION_NAMES:
+        raise NASError(f"Unknown acquisition {name!r}; valid acquisitions are {', '.join(ACQUISITION_NAMES)}.")
 
 
 def select_batch(
@@ -53,38 +101,47 @@ def select_batch(
     acquisition: str = "pi",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Pick ``k`` distinct candidates that are not ``excluded``.
+    """Pick ``k`` distinct candidates that are not ``excluded``, one slot at a time.
+
+    Batches are diverse on purpose. With ``thompson`` every slot takes the best candidate
+    of its own draw from the predictive distribution (independent per candidate, as in
+    BANANAS). With a score, each pick is then believed to reach its predicted mean (the
+    kriging believer): the incumbent rises to it, which moves the next slots away from
+    near-copies of the picks toward candidates whose uncertainty could still beat them.
 
     Args:
         samples: ``M x n`` member predictions over the candidates.
-        incumbent: best observed value (normalised units).
+        incumbent: best observed (or believed) value, in normalised units.
         k: batch size.
         excluded: ``n`` BoolTensor of candidates that must not be chosen (already
             evaluated or pending).
-        acquisition: ``pi``, ``ei``, ``ucb`` or ``thompson``.
+        acquisition: ``pi``, ``ei``, ``ucb``, ``mean`` (the predicted mean alone) or ``thompson``.
         generator: randomness of Thompson sampling.
 
     Returns:
-        ``k'`` candidate indices (``k' = min(k, available)``), best first.
+        ``k'`` candidate indices (``k' = min(k, available)``), in the order picked.
     """
+    check_acquisition(acquisition)
     available = int((~excluded).sum())
     k = min(k, available)
     if k <= 0:
         return torch.empty(0, dtype=torch.long)
+    taken = excluded.clone()
+    picks: list[int] = []
+    mean, std = predictive(samples)
     if acquisition == "thompson":
-        # Independent Thompson sampling: each slot takes the argmax of one random member.
-        taken = excluded.clone()
-        picks = []
-        members = torch.randint(samples.shape[0], (k,), generator=generator)
-        for member in members.tolist():
-            score = samples[member].masked_fill(taken, float("-inf"))
-            best = int(torch.argmax(score))
+        for _ in range(k):
+            draw = mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+            best = int(torch.argmax(draw.masked_fill(taken, float("-inf"))))
             picks.append(best)
             taken[best] = True
         return torch.tensor(picks, dtype=torch.long)
-    try:
-        score_fn = ACQUISITIONS[acquisition]
-    except KeyError:
-        raise NASError(f"Unknown acquisition {acquisition!r}; valid acquisitions are {', '.join(ACQUISITION_NAMES)}.") from None
-    scores = score_fn(samples, incumbent).masked_fill(excluded, float("-inf"))
-    return torch.topk(scores, k).indices
+    score_fn = _SCORES[acquisition]
+    believed = incumbent
+    for _ in range(k):
+        scores = score_fn(mean, std, believed).masked_fill(taken, float("-inf"))
+        best = int(torch.argmax(scores))
+        picks.append(best)
+        taken[best] = True
+        believed = max(believed, float(mean[best]))
+    return torch.tensor(picks, dtype=torch.long)

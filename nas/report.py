@@ -133,8 +133,13 @@ def surrogate_rank_correlation(strategy: Strategy, encodings: Sequence[Encoding]
     prediction = strategy.predict(torch.tensor([e for e, _ in known], dtype=torch.long))
     if prediction is None:
         return None
-    rho = float(spearmanr(prediction.detach().double().numpy(), [v for _, v in known]).statistic)
+    rho = spearman(prediction.detach().double().tolist(), [v for _, v in known])
     return rho if math.isfinite(rho) else None
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation of two equally long sequences (``NaN`` when undefined)."""
+    return float(spearmanr(a, b).statistic)
 
 
 def _figure(width: float = 6.4, height: float = 4.5, columns: int = 1) -> tuple[Figure, list[Axes]]:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
+from nas.proxies import dataset_batch
 from nas.report import EvaluationRecord, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
@@ -89,7 +90,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     objective = build_objective(cfg, space)
     zero_cost = None
     if cfg.strategy.get("pretraining", "none") != "none":
-        zero_cost, _ = zero_cost_from_config(space, cfg.zero_cost)
+        datamodule = getattr(objective, "dataset", None)
+        batch = dataset_batch(datamodule, int(cfg.zero_cost.get("proxy_batch_size", 32))) if datamodule is not None else None
+        zero_cost, _ = zero_cost_from_config(space, cfg.zero_cost, dataset_batch=batch)
     strategy: Strategy = instantiate_strategy(cfg.strategy, space, cfg.seed, zero_cost)
     logger = hydra.utils.instantiate(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), output)

@@ -1,9 +1,16 @@
 """Zero-cost metrics of a sample of a search space, computed with PyTorch and cached.
 
-For each sampled architecture the network is built with ``space.to_module`` and
-profiled with :mod:`models.profiling` (parameters, FLOPs, latency, peak memory). The
-result is stored as a safetensors file: tensors plus JSON metadata, which loads without
-executing code and is checked against the space it is used with.
+Two kinds of metric, computed on networks built with ``space.to_module``:
+
+- costs of the fused network, from :mod:`models.profiling`: ``params``, ``flops``,
+  ``latency_ms``, ``peak_memory_bytes``;
+- zero-cost proxies of the network at initialisation, from :mod:`nas.proxies`
+  (``synflow``, ``naswot``, ``jacob_cov``, ``snip``, ``grad_norm``).
+
+The result is stored as a safetensors file: tensors plus JSON metadata, which loads
+without executing code and is checked against the space it is used with. A metric that
+is undefined for an architecture is stored as ``NaN`` (missing). Asking a cached file for
+metrics it lacks computes only those, for the same architectures, and keeps the rest.
 """
 from __future__ import annotations
 
@@ -13,19 +20,30 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from models.profiling import profile_model
+from models.profiling import count_flops, count_parameters, flush_denormals, measure_latency, peak_memory_bytes
+from models.reparam import reparameterize_model
 from nas.errors import NASError
+from nas.paths import resolve_path
+from nas.proxies import DATA_FREE_PROXIES, PROXIES, ProxyBatch, check_proxy_names, compute_proxies, gaussian_batch
 from nas.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
-METRICS: tuple[str, ...] = ("params", "flops", "latency_ms", "peak_memory_bytes")
+#: Costs of the fused network (the thesis' pretraining targets).
+COST_METRICS: tuple[str, ...] = ("params", "flops", "latency_ms", "peak_memory_bytes")
+#: Kept for callers that mean the cost metrics.
+METRICS = COST_METRICS
+#: Every metric a zero-cost file can hold.
+ALL_METRICS: tuple[str, ...] = COST_METRICS + PROXIES
+#: Metrics whose value depends on the machine that measured them.
+MACHINE_DEPENDENT: frozenset[str] = frozenset({"latency_ms"})
+PROXY_INPUTS = ("auto", "dataset", "gaussian", "none")
 _FORMAT = "nas-zero-cost/1"
 
 
@@ -35,19 +53,26 @@ class ZeroCostData:
 
     Attributes:
         codes: ``n x d`` encodings.
-        values: ``n x k`` metrics, column ``j`` is ``metrics[j]``.
+        values: ``n x k`` float64 metrics, column ``j`` is ``metrics[j]``; ``NaN`` = missing.
         metrics: metric names.
         signature: the search space signature the data belongs to.
+        settings: how the metrics were computed (proxy input, proxy network), kept with them.
     """
 
     codes: torch.Tensor
     values: torch.Tensor
     metrics: tuple[str, ...]
     signature: dict[str, object]
+    settings: dict[str, object] | None = None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": _FORMAT, "metrics": json.dumps(list(self.metrics)), "signature": json.dumps(self.signature, sort_keys=True)}
+        meta = {
+            "format": _FORMAT,
+            "metrics": json.dumps(list(self.metrics)),
+            "signature": json.dumps(self.signature, sort_keys=True),
+            "settings": json.dumps(self.settings or {}, sort_keys=True),
+        }
         tmp = path.with_suffix(".tmp")
         save_file({"codes": self.codes.contiguous(), "values": self.values.contiguous()}, str(tmp), metadata=meta)
         tmp.replace(path)  # atomic: a crash never leaves a half-written cache
@@ -61,6 +86,7 @@ class ZeroCostData:
                 meta = handle.metadata() or {}
             metrics = tuple(json.loads(meta["metrics"]))
             signature = json.loads(meta["signature"])
+            settings = json.loads(meta.get("settings", "{}"))
             codes, values = tensors["codes"], tensors["values"]
         except (SafetensorError, KeyError, ValueError, OSError) as exc:
             raise NASError(f"Zero-cost file {path} is corrupted or not a zero-cost file ({exc}); delete it to recompute it.") from None
@@ -68,61 +94,238 @@ class ZeroCostData:
             raise NASError(f"Zero-cost file {path} has an unexpected layout; delete it to recompute it.")
         if space is not None and signature != space.signature():
             raise NASError(f"Zero-cost file {path} belongs to search space {signature}, not to {space.signature()}.")
-        return cls(codes=codes, values=values, metrics=metrics, signature=signature)
+        return cls(codes=codes, values=values, metrics=metrics, signature=signature, settings=settings)
+
+    def select(self, metrics: Sequence[str]) -> "ZeroCostData":
+        """The same architectures with only ``metrics``, in that order."""
+        missing = [m for m in metrics if m not in self.metrics]
+        if missing:
+            raise NASError(f"Zero-cost data has no metric {missing[0]!r}; available metrics are {', '.join(self.metrics)}.")
+        columns = [self.metrics.index(m) for m in metrics]
+        return ZeroCostData(self.codes, self.values[:, columns], tuple(metrics), self.signature, self.settings)
+
+    def with_metrics(self, other: "ZeroCostData") -> "ZeroCostData":
+        """These metrics and those of ``other``, computed for the same architectures."""
+        if not torch.equal(self.codes, other.codes):
+            raise NASError("Zero-cost data of different architectures cannot be merged.")
+        extra = [m for m in other.metrics if m not in self.metrics]
+        other = other.select(extra)
+        return ZeroCostData(
+            self.codes, torch.cat([self.values, other.values], dim=1), self.metrics + other.metrics, self.signature, {**(other.settings or {}), **(self.settings or {})}
+        )
+
+
+def check_metric_names(metrics: Sequence[str]) -> None:
+    unknown = [m for m in metrics if m not in ALL_METRICS]
+    if unknown:
+        raise NASError(f"Unknown zero-cost metric {unknown[0]!r}; valid metrics are {', '.join(ALL_METRICS)}.")
+
+
+def sample_codes(space: SearchSpace, num_samples: int | str, seed: int) -> torch.Tensor:
+    """``n x d`` distinct architectures drawn uniformly (every member for ``num_samples="all"``)."""
+    generator = torch.Generator().manual_seed(seed)
+    if num_samples == "all":
+        if not space.enumerable:
+            raise NASError(f"Search space {space.name} is too large to profile every member; set zero_cost.num_samples to a number.")
+        return space.all_codes.clone()
+    count = int(num_samples)
+    if space.enumerable:
+        return space.all_codes[torch.randperm(space.size, generator=generator)[: min(count, space.size)]]
+    codes = torch.unique(space.sample(count * 2, generator), dim=0)
+    return codes[torch.randperm(codes.shape[0], generator=generator)[:count]]
+
+
+def _cost_row(space: SearchSpace, code: tuple[int, ...], metrics: Sequence[str], sample_input: torch.Tensor, warmup: int, repetitions: int) -> dict[str, float]:
+    model = space.to_module(code)
+    row: dict[str, float] = {}
+    if "params" in metrics:
+        row["params"] = float(count_parameters(model))
+    with torch.no_grad():
+        fused = reparameterize_model(model)
+        if "flops" in metrics:
+            row["flops"] = float(count_flops(fused, sample_input))
+        if "latency_ms" in metrics:
+            row["latency_ms"] = measure_latency(fused, sample_input, warmup=warmup, repetitions=repetitions, fuse=False).median_ms
+        if "peak_memory_bytes" in metrics:
+            row["peak_memory_bytes"] = float(peak_memory_bytes(fused, sample_input))
+    return row
 
 
 def compute_zero_cost(
     space: SearchSpace,
-    num_samples: int = 2000,
+    num_samples: int | str = 2000,
     seed: int = 0,
     warmup: int = 3,
     repetitions: int = 10,
     sample_input: torch.Tensor | None = None,
+    metrics: Sequence[str] = COST_METRICS,
+    proxy_batch: ProxyBatch | None = None,
+    proxy_space: SearchSpace | None = None,
+    codes: torch.Tensor | None = None,
 ) -> ZeroCostData:
-    """Profile ``num_samples`` distinct architectures drawn uniformly from ``space``.
+    """Metrics of ``num_samples`` distinct architectures drawn uniformly from ``space``.
 
-    Latency is the median of ``repetitions`` forward passes of the fused network on
-    ``sample_input`` (default: one input of the space's nominal size).
+    Args:
+        num_samples: how many architectures, or ``"all"`` for an enumerable space.
+        warmup, repetitions: latency protocol: the median of ``repetitions`` timed forward
+            passes of the fused network on ``sample_input`` (default: one input of the
+            space's nominal size).
+        metrics: what to compute (see :data:`ALL_METRICS`).
+        proxy_batch: the batch of the data-dependent proxies (``None``: data-free ones only).
+        proxy_space: the space whose networks are measured, when it differs from ``space``
+            (a scaled-down network with the same encoding, for speed).
+        codes: ``n x d`` architectures to use instead of a sample.
     """
-    generator = torch.Generator().manual_seed(seed)
-    if space.enumerable:
-        count = min(num_samples, space.size)
-        codes = space.all_codes[torch.randperm(space.size, generator=generator)[:count]]
-    else:
-        codes = torch.unique(space.sample(num_samples * 2, generator), dim=0)
-        codes = codes[torch.randperm(codes.shape[0], generator=generator)[:num_samples]]
-    sample_input = space.sample_input(1) if sample_input is None else sample_input
+    check_metric_names(metrics)
+    proxies = [m for m in metrics if m in PROXIES]
+    check_proxy_names(proxies, proxy_batch is not None)
+    costs = [m for m in metrics if m in COST_METRICS]
+    codes = sample_codes(space, num_samples, seed) if codes is None else codes
+    scorer = proxy_space or space
+    sample_input = scorer.sample_input(1) if sample_input is None else sample_input
     rows = []
     started = time.perf_counter()
-    for i, code in enumerate(codes.tolist()):
-        with torch.no_grad():
-            profile = profile_model(space.to_module(tuple(code)), sample_input, warmup=warmup, repetitions=repetitions)
-        rows.append([profile.params, profile.flops, profile.latency_ms, profile.peak_memory_bytes])
-        if (i + 1) % 200 == 0:
-            log.info("zero-cost metrics: %d/%d architectures (%.0f s)", i + 1, codes.shape[0], time.perf_counter() - started)
-    return ZeroCostData(codes=codes, values=torch.tensor(rows, dtype=torch.float64), metrics=METRICS, signature=space.signature())
+    with flush_denormals():
+        for i, code in enumerate(codes.tolist()):
+            row = _cost_row(scorer, tuple(code), costs, sample_input, warmup, repetitions) if costs else {}
+            if proxies:
+                num_classes = proxy_batch.num_classes if proxy_batch is not None else 10
+                row.update(compute_proxies(lambda: scorer.to_module(tuple(code), num_classes=num_classes), proxies, sample_input, proxy_batch))
+            rows.append([row[m] for m in metrics])
+            if (i + 1) % 200 == 0:
+                log.info("zero-cost metrics: %d/%d architectures (%.0f s)", i + 1, codes.shape[0], time.perf_counter() - started)
+    settings: dict[str, object] = {"network": scorer.signature()}
+    if proxies:
+        settings["proxy_input"] = proxy_batch.source if proxy_batch is not None else "none"
+    values = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(metrics))
+    return ZeroCostData(codes=codes, values=values, metrics=tuple(metrics), signature=space.signature(), settings=settings)
 
 
-def cache_path(cache_dir: Path, space: SearchSpace, num_samples: int, seed: int) -> Path:
-    digest = hashlib.sha1(json.dumps(space.signature(), sort_keys=True).encode()).hexdigest()[:10]
+def cache_path(cache_dir: Path, space: SearchSpace, num_samples: int | str, seed: int, proxy_key: str = "") -> Path:
+    digest = hashlib.sha1((json.dumps(space.signature(), sort_keys=True) + proxy_key).encode()).hexdigest()[:10]
     return Path(cache_dir) / f"zero_cost-{space.name}-{digest}-n{num_samples}-s{seed}.safetensors"
 
 
-def load_or_compute_zero_cost(space: SearchSpace, cache_dir: Path, num_samples: int = 2000, seed: int = 0, **profile_kwargs: int) -> ZeroCostData:
-    """The cached zero-cost data of ``space``, computing and caching it on first use."""
-    path = cache_path(cache_dir, space, num_samples, seed)
-    if path.exists():
-        return ZeroCostData.load(path, space)
-    log.info("computing zero-cost metrics of %d architectures of %s (cached in %s)", num_samples, space.name, path)
-    data = compute_zero_cost(space, num_samples, seed, **profile_kwargs)
-    data.save(path)
-    return data
+def load_or_compute_zero_cost(
+    space: SearchSpace,
+    cache_dir: Path,
+    num_samples: int | str = 2000,
+    seed: int = 0,
+    metrics: Sequence[str] = COST_METRICS,
+    shipped: Path | None = None,
+    proxy_key: str = "",
+    codes: torch.Tensor | None = None,
+    **compute_kwargs: Any,
+) -> tuple[ZeroCostData, Path]:
+    """The zero-cost data of ``space`` with ``metrics``, and the file that holds it.
+
+    Read from the cache (or from ``shipped``, a file that comes with the package, when the
+    cache has none); metrics that file lacks are computed for its architectures and the
+    union is written to the cache. ``codes`` (``n x d``) replaces the sample of a new
+    file; ``compute_kwargs`` go to :func:`compute_zero_cost`.
+    """
+    check_metric_names(metrics)
+    path = cache_path(cache_dir, space, num_samples, seed, proxy_key)
+    source = path if path.exists() else shipped if shipped is not None and shipped.exists() else None
+    data = ZeroCostData.load(source, space) if source is not None else None
+    missing = [m for m in metrics if data is None or m not in data.metrics]
+    if missing:
+        codes = data.codes if data is not None else codes
+        count = codes.shape[0] if codes is not None else num_samples
+        log.info("computing zero-cost metrics %s of %s architectures of %s (cached in %s)", ", ".join(missing), count, space.name, path)
+        computed = compute_zero_cost(space, num_samples, seed, metrics=missing, codes=codes, **compute_kwargs)
+        data = computed if data is None else data.with_metrics(computed)
+        data.save(path)
+        source = path
+    assert data is not None and source is not None
+    return data.select(metrics), source
 
 
-def zero_cost_from_config(space: SearchSpace, settings: Any) -> tuple[ZeroCostData, Path]:
-    """The cached zero-cost data described by a ``zero_cost`` config node, and its file."""
-    path = cache_path(Path(settings.cache_dir), space, settings.num_samples, settings.seed)
-    data = load_or_compute_zero_cost(
-        space, Path(settings.cache_dir), settings.num_samples, settings.seed, warmup=settings.warmup, repetitions=settings.repetitions
+def proxy_batch_from_config(space: SearchSpace, settings: Any, dataset_batch: ProxyBatch | None = None) -> ProxyBatch | None:
+    """The batch the proxies of a ``zero_cost`` config are computed on (``None`` without one)."""
+    kind = settings.get("proxy_input", "auto")
+    if kind not in PROXY_INPUTS:
+        raise NASError(f"Unknown zero_cost.proxy_input {kind!r}; valid inputs are {', '.join(PROXY_INPUTS)}.")
+    if kind == "auto":
+        kind = "dataset" if dataset_batch is not None else "gaussian"
+    if kind == "none":
+        return None
+    if kind == "dataset":
+        if dataset_batch is None:
+            raise NASError("zero_cost.proxy_input=dataset needs a search with a dataset (a training objective); use proxy_input=gaussian for table searches.")
+        return dataset_batch
+    return gaussian_batch(space.sample_input(1), int(settings.get("proxy_batch_size", 32)), seed=int(settings.get("seed", 0)))
+
+
+def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: ProxyBatch | None = None) -> tuple[ZeroCostData, Path]:
+    """The cached zero-cost data described by a ``zero_cost`` config node, and its file.
+
+    Keys: ``metrics``, ``num_samples`` (a number or ``all``), ``seed``, ``warmup``,
+    ``repetitions``, ``cache_dir``, ``proxy_input`` (``auto``: the search's dataset when
+    it has one, else ``gaussian``; ``dataset``; ``gaussian``; ``none``), ``proxy_batch_size``, ``network`` (overrides of the search space's
+    settings for the networks that are measured, e.g. fewer cells for speed), ``file`` (a shipped file
+    read before computing anything).
+    """
+    from nas.spaces import build_space  # the space registry imports this module's users
+
+    metrics = list(settings.get("metrics", COST_METRICS))
+    check_metric_names(metrics)
+    proxies = [m for m in metrics if m in PROXIES]
+    batch = proxy_batch_from_config(space, settings, dataset_batch) if proxies else None
+    overrides = dict(settings.get("network") or {})
+    proxy_space = None
+    if overrides:
+        try:
+            proxy_space = build_space(space.name, **{**space_settings(space), **overrides})
+        except TypeError:
+            raise NASError(f"zero_cost.network overrides {sorted(overrides)} do not apply to search space {space.name}; leave zero_cost.network empty.") from None
+    proxy_key = json.dumps({"input": batch.source if batch is not None else "none", "batch": int(batch.inputs.shape[0]) if batch is not None else 0, "network": overrides}, sort_keys=True)
+    num_samples = settings.num_samples if settings.num_samples == "all" else int(settings.num_samples)
+    shipped = resolve_path(settings.file) if settings.get("file") else None
+    return load_or_compute_zero_cost(
+        space,
+        Path(settings.cache_dir),
+        num_samples,
+        int(settings.seed),
+        metrics,
+        shipped=shipped,
+        proxy_key=proxy_key,
+        warmup=int(settings.warmup),
+        repetitions=int(settings.repetitions),
+        proxy_batch=batch,
+        proxy_space=proxy_space,
     )
-    return data, path
+
+
+def space_settings(space: SearchSpace) -> dict[str, object]:
+    """The keyword arguments that rebuild ``space`` (its signature without the name)."""
+    return {k: v for k, v in space.signature().items() if k != "name"}
+
+
+def rank_normalise(values: torch.Tensor) -> torch.Tensor:
+    """Per column, ranks mapped to standard-normal quantiles; ``NaN`` stays ``NaN``.
+
+    Metrics span orders of magnitude (synflow reaches 1e40) or live on a log scale already
+    (naswot): ranks make every one a well-scaled regression target.
+    """
+    out = torch.full_like(values, float("nan"), dtype=torch.float32)
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        ok = ~torch.isnan(column)
+        n = int(ok.sum())
+        if n == 0:
+            continue
+        ranks = torch.empty(n, dtype=torch.float64)
+        ranks[torch.argsort(column[ok], stable=True)] = torch.arange(n, dtype=torch.float64)
+        # Ties share their mean rank.
+        sorted_values, inverse = torch.unique(column[ok], return_inverse=True)
+        mean_rank = torch.zeros(sorted_values.shape[0], dtype=torch.float64).index_add_(0, inverse, ranks) / torch.bincount(inverse).double()
+        quantile = (mean_rank[inverse] + 0.5) / n
+        out[ok, j] = torch.special.ndtri(quantile).float()
+    return out
+
+
+def finite_share(data: ZeroCostData) -> dict[str, float]:
+    """Share of architectures with a defined value, per metric."""
+    return {m: float((~torch.isnan(data.values[:, j])).double().mean()) for j, m in enumerate(data.metrics)}
+

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from nas.acquisition import ACQUISITION_NAMES, select_batch
+from nas.acquisition import check_acquisition, select_batch
 from nas.errors import NASError
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import HIGH_FIDELITY, Strategy
@@ -14,6 +14,9 @@ from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
 from nas.zero_cost import ZeroCostData
 
 SurrogateFactory = Callable[..., EnsembleSurrogate]
+INITIAL_DESIGNS = ("random", "spread", "warmup")
+#: Share of the candidates, best by the zero-cost consensus, a ``warmup`` design spreads over.
+WARMUP_SHARE = 0.02
 
 
 class SurrogateGuided:
@@ -42,8 +45,7 @@ class SurrogateGuided:
         **surrogate_options: Any,
     ) -> None:
         """Validate the settings and build the surrogate (``surrogate_options`` go to the factory)."""
-        if acquisition not in ACQUISITION_NAMES:
-            raise NASError(f"Unknown acquisition {acquisition!r}; valid acquisitions are {', '.join(ACQUISITION_NAMES)}.")
+        check_acquisition(acquisition)
         if pretraining not in PRETRAINING_MODES:
             raise NASError(f"Unknown pretraining mode {pretraining!r}; valid modes are {', '.join(PRETRAINING_MODES)}.")
         space = self.space
@@ -59,8 +61,9 @@ class SurrogateGuided:
         return self.pretraining != "none"
 
     def pretrain(self, data: ZeroCostData) -> None:
-        """Pretrain the surrogate's trunk on zero-cost metrics (a no-op without pretraining)."""
-        self.surrogate.pretrain(data)
+        """Pretrain the surrogate's trunk on zero-cost metrics (a no-op without pretraining):
+        on ``pretrain_metrics`` when the strategy names them, else on all of ``data``."""
+        self.surrogate.pretrain(data, getattr(self, "pretrain_metrics", None))
 
     def _candidates(self, encodings: Sequence[Encoding], values: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Codes to score (``c x d``) and their precomputed features (``c x f``) when available.
@@ -87,9 +90,10 @@ class SurrogateGuided:
         taken: set[Encoding],
         best: float,
         fidelity: str = HIGH_FIDELITY,
+        acquisition: str | None = None,
     ) -> list[Encoding]:
         """Up to ``n`` of the ``c x d`` candidate ``codes`` that maximise the acquisition
-        on the ``fidelity`` head, none of them in ``taken``.
+        (the strategy's, or ``acquisition``) on the ``fidelity`` head, none of them in ``taken``.
 
         Args:
             best: the incumbent, in objective units of ``fidelity`` (normalised here).
@@ -99,8 +103,55 @@ class SurrogateGuided:
         taken_keys = self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
         excluded = torch.isin(keys, taken_keys)
         incumbent = float(self.surrogate.normalise(torch.tensor(best), fidelity))
-        picks = select_batch(samples, incumbent, n, excluded, self.acquisition, self.generator)
+        running = self._pending_at(fidelity)
+        if running:
+            # Kriging believer for evaluations still running: each is believed to reach
+            # its predicted mean, so the incumbent is at least the best of those beliefs.
+            pending = torch.tensor(sorted(running), dtype=torch.long)
+            incumbent = max(incumbent, float(self.surrogate.predict(pending, fidelity).double().mean(0).max()))
+        picks = select_batch(samples, incumbent, n, excluded, acquisition or self.acquisition, self.generator)
         return [tuple(row) for row in codes[picks].tolist()]
+
+    def _pending_at(self, fidelity: str) -> set[Encoding]:
+        """Architectures running at ``fidelity`` (multi-fidelity strategies keep them apart)."""
+        by_fidelity = getattr(self, "pending_at", None)
+        return set(by_fidelity.get(fidelity, ())) if by_fidelity is not None else set(self.pending)
+
+    def _initial_design(self, n: int) -> list[Encoding]:
+        """``n`` first architectures, by ``initial_design``:
+
+        - ``random``: uniform draws (also for every design without pretraining);
+        - ``spread``: points spread over the pretrained embedding by greedy k-centres, so
+          that the first observations cover what the zero-cost metrics tell apart;
+        - ``warmup``: the same spread, over the candidates the zero-cost proxies rank best
+          (the top :data:`WARMUP_SHARE` by their mean predicted rank), the zero-cost warm-up
+          of Abdelfattah et al. (2021). Proxies are built to grow with trained accuracy;
+          cost metrics join the consensus only when no proxy was pretrained.
+        """
+        if self.initial_design == "random" or not self.surrogate.metric_heads:
+            return self.random_unseen(n)
+        taken = self.seen | self.pending
+        pool = self.space.all_codes if self.space.enumerable else self.space.sample(self.pool_size, self.generator)
+        keys = self.space.keys(pool)
+        free = ~torch.isin(keys, self.space.keys(torch.tensor(sorted(taken), dtype=torch.long))) if taken else torch.ones(pool.shape[0], dtype=torch.bool)
+        pool = pool[free]
+        if pool.shape[0] == 0:
+            return []
+        features = self.space.features(pool)
+        if self.initial_design == "warmup":
+            consensus = self.surrogate.proxy_consensus(features)
+            top = torch.topk(consensus, max(n, int(WARMUP_SHARE * pool.shape[0]))).indices
+            pool, features = pool[top], features[top]
+        with torch.no_grad():
+            embedding = self.surrogate.ensemble.embed(features)[0]  # n x e, first member
+        first = int(torch.randint(pool.shape[0], (1,), generator=self.generator))
+        picks = [first]
+        distance = (embedding - embedding[first]).norm(dim=1)
+        for _ in range(min(n, pool.shape[0]) - 1):
+            best = int(torch.argmax(distance))
+            picks.append(best)
+            distance = torch.minimum(distance, (embedding - embedding[best]).norm(dim=1))
+        return [tuple(row) for row in pool[picks].tolist()]
 
 
 class BayesianOptimization(SurrogateGuided, Strategy):
@@ -116,8 +167,12 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         pretraining: ``simultaneous``, ``sequential`` or ``none`` (see :meth:`pretrain`).
         acquisition: ``pi`` (thesis default), ``ei``, ``ucb`` or ``thompson``.
         batch_size: suggestions per iteration when ``ask`` is not given a number.
-        initial_points: random points evaluated before the surrogate is first used.
+        initial_points: points evaluated before the surrogate is first used.
+        initial_design: how they are chosen: ``random``, ``spread`` over the pretrained
+            embedding, or ``warmup`` (spread over the best by the zero-cost proxies); see
+            :meth:`_initial_design`.
         pool_size: candidates scored per iteration when the space cannot be enumerated.
+        pretrain_metrics: the zero-cost metrics pretraining uses (``None``: all given).
     """
 
     def __init__(
@@ -130,11 +185,17 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         batch_size: int = 32,
         initial_points: int = 10,
         pool_size: int = 20_000,
+        initial_design: str = "random",
+        pretrain_metrics: Sequence[str] | None = None,
     ) -> None:
         super().__init__(space, seed)
+        if initial_design not in INITIAL_DESIGNS:
+            raise NASError(f"Unknown initial_design {initial_design!r}; valid designs are {', '.join(INITIAL_DESIGNS)}.")
         self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size)
         self.default_batch_size = batch_size
         self.initial_points = initial_points
+        self.initial_design = initial_design
+        self.pretrain_metrics = list(pretrain_metrics) if pretrain_metrics else None
         self._fitted_on = 0
 
     def _fit(self) -> None:
@@ -147,7 +208,7 @@ class BayesianOptimization(SurrogateGuided, Strategy):
     def ask(self, n: int | None = None) -> list[Encoding]:
         n = n or self.default_batch_size
         if len(self.values) < self.initial_points:
-            return self._mark_pending(self.random_unseen(min(n, self.initial_points - len(self.values))))
+            return self._mark_pending(self._initial_design(min(n, self.initial_points - len(self.values))))
         self._fit()
         codes, features = self._candidates(self.encodings, self.values)
         picks = self._select(n, codes, features, self.seen | self.pending, float(self.observed_values().max()))

@@ -236,7 +236,9 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         promising = [enc for enc, v in self.observations[LOW_FIDELITY].items() if not math.isnan(v) and enc not in taken]
         picks: list[Encoding] = []
         if promising:
-            picks = self._select(k, torch.tensor(promising, dtype=torch.long), None, set(), best, head)
+            # Promotion exploits: of the architectures seen cheaply, the best predicted
+            # ones are trained fully (the acquisition explores among the cheap trials).
+            picks = self._select(k, torch.tensor(promising, dtype=torch.long), None, set(), best, head, acquisition="mean")
         if len(picks) < k:
             observed = self.observations[head]
             codes, features = self._candidates(list(observed), list(observed.values()))

@@ -123,6 +123,7 @@ class DeepEnsemble(nn.Module):
         generator: torch.Generator | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         bootstrap: bool = False,
+        auxiliary: "AuxiliaryTask | None" = None,
     ) -> torch.optim.Optimizer:
         """Train all members at once with the summed Huber loss of the given heads.
 
@@ -142,6 +143,9 @@ class DeepEnsemble(nn.Module):
             bootstrap: weight each row, per member, by a Poisson(1) draw (the online
                 bootstrap): members then fit different resamples of the data, which keeps
                 their disagreement, i.e. the ensemble's uncertainty, alive where data is thin.
+            auxiliary: a second task trained alongside (e.g. the zero-cost metrics after
+                pretraining): each step adds its loss on ``batch_size`` random rows of its
+                own, times its weight, so the shared trunk keeps what it learnt there.
 
         Returns:
             The optimizer, to pass back in for warm-started continued training.
@@ -166,15 +170,48 @@ class DeepEnsemble(nn.Module):
             order = torch.argsort(torch.rand(self.members, n, generator=generator), dim=1)
             for step in range(steps):
                 idx = order[:, step * batch_size : (step + 1) * batch_size]  # M x b
-                preds = self(x[idx], heads)
-                y = clean[idx]  # M x b x h
                 m = mask[idx] * torch.gather(draws, 1, idx.unsqueeze(-1))  # M x b x h row weights
-                loss = x.new_zeros(())
-                for j, name in enumerate(heads):
-                    weight = m[..., j]
-                    per_item = F.huber_loss(preds[name], y[..., j], reduction="none")
-                    loss = loss + (per_item * weight).sum() / weight.sum().clamp(min=1.0)
+                loss = self._huber(x[idx], clean[idx], m, heads)
+                if auxiliary is not None:
+                    rows = torch.randint(auxiliary.x.shape[0], (self.members, batch_size), generator=generator)
+                    loss = loss + auxiliary.weight * self._huber(auxiliary.x[rows], auxiliary.clean[rows], auxiliary.mask[rows], auxiliary.heads)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         return optimizer
+
+    def _huber(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, heads: Sequence[str]) -> torch.Tensor:
+        """Summed per-head Huber loss: ``x`` ``M x b x f``, targets and row weights ``M x b x h``."""
+        preds = self(x, heads)
+        loss = x.new_zeros(())
+        for j, name in enumerate(heads):
+            weight = weights[..., j]
+            per_item = F.huber_loss(preds[name], y[..., j], reduction="none")
+            loss = loss + (per_item * weight).sum() / weight.sum().clamp(min=1.0)
+        return loss
+
+    def copy_head(self, source: str, target: str, sign: float = 1.0) -> None:
+        """Make head ``target`` a copy of head ``source`` (its output negated for ``sign < 0``)."""
+        self.add_head(target)
+        with torch.no_grad():
+            for (_, p_target), (name, p_source) in zip(self.heads[target].named_parameters(), self.heads[source].named_parameters()):
+                flip = sign < 0 and name.startswith("out_")
+                p_target.copy_(-p_source if flip else p_source)
+
+
+class AuxiliaryTask:
+    """Targets trained alongside the main ones in :meth:`DeepEnsemble.fit`.
+
+    Args:
+        x: ``n x f`` inputs.
+        targets: ``n x h`` targets (``NaN`` = missing), column ``j`` for ``heads[j]``.
+        heads: the head of each column.
+        weight: factor of its loss.
+    """
+
+    def __init__(self, x: torch.Tensor, targets: torch.Tensor, heads: Sequence[str], weight: float) -> None:
+        self.x = x
+        self.mask = (~torch.isnan(targets)).float()
+        self.clean = torch.nan_to_num(targets)
+        self.heads = tuple(heads)
+        self.weight = weight

@@ -8,19 +8,22 @@ which is all an acquisition function needs.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Sequence
 
 import torch
 
 from nas.errors import NASError
+from nas.proxies import PROXIES
 from nas.space import SearchSpace
-from nas.surrogate.ensemble import DeepEnsemble
-from nas.zero_cost import ZeroCostData
+from nas.surrogate.ensemble import AuxiliaryTask, DeepEnsemble
+from nas.zero_cost import ZeroCostData, rank_normalise
 
 log = logging.getLogger(__name__)
 
 PRETRAINING_MODES = ("simultaneous", "sequential", "none")
 TARGET_TRANSFORMS = ("copula", "standardize")
+HEAD_INITS = ("fresh", "best_metric")
 
 
 class EnsembleSurrogate:
@@ -43,6 +46,14 @@ class EnsembleSurrogate:
             subtracts the mean and divides by the standard deviation.
         bootstrap: train each member on its own Poisson bootstrap of the observations
             (more member diversity, hence more exploration).
+        auxiliary_weight: after pretraining, the zero-cost metrics stay an auxiliary task
+            of every fit, with this weight (0: the metric heads are left behind).
+        head_init: how an objective head starts its first fit: ``fresh`` (random) or
+            ``best_metric`` (a copy of the pretrained metric head whose predictions rank
+            the first observations best, negated if they rank them backwards), so that
+            what pretraining learnt about the architectures is the prior of the objective.
+        max_fit_steps: at most this many optimiser steps per fit (``None``: ``fit_epochs``
+            full epochs however many observations there are).
         seed: initialisation and shuffling seed.
     """
 
@@ -63,12 +74,19 @@ class EnsembleSurrogate:
         weight_decay: float = 0.0,
         target_transform: str = "copula",
         bootstrap: bool = False,
+        auxiliary_weight: float = 0.0,
+        head_init: str = "fresh",
+        max_fit_steps: int | None = None,
         seed: int = 0,
     ) -> None:
         if target_transform not in TARGET_TRANSFORMS:
             raise NASError(f"Unknown target transform {target_transform!r}; valid transforms are {', '.join(TARGET_TRANSFORMS)}.")
         if pretraining not in PRETRAINING_MODES:
             raise NASError(f"Unknown pretraining mode {pretraining!r}; valid modes are {', '.join(PRETRAINING_MODES)}.")
+        if head_init not in HEAD_INITS:
+            raise NASError(f"Unknown head_init {head_init!r}; valid choices are {', '.join(HEAD_INITS)}.")
+        if auxiliary_weight < 0:
+            raise NASError(f"auxiliary_weight must be >= 0, got {auxiliary_weight}.")
         self.space = space
         self.fidelities = tuple(fidelities)
         self.lr = lr
@@ -81,6 +99,12 @@ class EnsembleSurrogate:
         self.weight_decay = weight_decay
         self.target_transform = target_transform
         self.bootstrap = bootstrap
+        self.auxiliary_weight = auxiliary_weight
+        self.head_init = head_init
+        self.max_fit_steps = max_fit_steps
+        self.metric_heads: tuple[str, ...] = ()
+        self._auxiliary: AuxiliaryTask | None = None
+        self._started: set[str] = set()  # objective heads trained at least once
         self.generator = torch.Generator().manual_seed(seed + 1)
         in_features = space.features(space.sample(1, torch.Generator().manual_seed(0))).shape[1]
         self.ensemble = DeepEnsemble(in_features, self.fidelities, members, trunk, head_hidden, seed=seed)
@@ -100,9 +124,8 @@ class EnsembleSurrogate:
         missing = [m for m in names if m not in data.metrics]
         if missing:
             raise NASError(f"Zero-cost data has no metric {missing[0]!r}; available metrics are {', '.join(data.metrics)}.")
-        columns = [data.metrics.index(m) for m in names]
-        values = torch.log1p(data.values[:, columns].clamp(min=0)).float()
-        targets = (values - values.mean(0)) / values.std(0).clamp(min=1e-8)
+        # Ranks: metrics span orders of magnitude or are log-scores already; NaN = missing.
+        targets = rank_normalise(data.select(names).values)
         x = self.space.features(data.codes)
         heads = [f"metric:{m}" for m in names]
         for head in heads:
@@ -113,6 +136,9 @@ class EnsembleSurrogate:
         else:
             for j, head in enumerate(heads):
                 self.ensemble.fit(x, targets[:, j], [head], **fit)
+        self.metric_heads = tuple(heads)
+        if self.auxiliary_weight > 0:
+            self._auxiliary = AuxiliaryTask(x, targets, heads, self.auxiliary_weight)
 
     # ------------------------------------------------------------------ search-time fitting
     def fit(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str = "hi", epochs: int | None = None) -> None:
@@ -130,18 +156,54 @@ class EnsembleSurrogate:
             return
         values = values.float()
         self._observed[fidelity] = torch.sort(values).values
+        if fidelity not in self._started and self.head_init == "best_metric" and self.metric_heads:
+            self._start_from_metric_head(codes, values, fidelity)
+        self._started.add(fidelity)
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(self.ensemble.parameters(), lr=self.lr, weight_decay=self.weight_decay, foreach=True)
         self.ensemble.fit(
             self.space.features(codes),
             self.normalise(values, fidelity),
             [fidelity],
-            epochs=self.fit_epochs[fidelity] if epochs is None else epochs,
+            epochs=self._capped_epochs(self.fit_epochs[fidelity] if epochs is None else epochs, codes.shape[0]),
             batch_size=self.batch_size,
             generator=self.generator,
             optimizer=self._optimizer,
             bootstrap=self.bootstrap,
+            auxiliary=self._auxiliary,
         )
+
+    def proxy_consensus(self, features: torch.Tensor) -> torch.Tensor:
+        """``n`` mean over the pretrained proxy heads (every metric head when no proxy was
+        pretrained) of their ensemble-mean prediction, in rank-normalised units."""
+        heads = [h for h in self.metric_heads if h.removeprefix("metric:") in PROXIES] or list(self.metric_heads)
+        return torch.stack([self.ensemble.predict(features, h).mean(0) for h in heads]).mean(0)
+
+    def _capped_epochs(self, epochs: int, n: int) -> int:
+        """``epochs``, fewer when they would take more than ``max_fit_steps`` optimiser steps
+        on ``n`` observations: training continues from the last fit, so a long history
+        needs no more steps per update than a short one."""
+        if self.max_fit_steps is None:
+            return epochs
+        steps_per_epoch = max(1, math.ceil(n / self.batch_size))
+        return max(1, min(epochs, self.max_fit_steps // steps_per_epoch))
+
+    def metric_correlations(self, codes: torch.Tensor, values: torch.Tensor) -> dict[str, float]:
+        """Spearman correlation of each pretrained metric head's mean prediction with ``values``."""
+        x = self.space.features(codes)
+        target = _ranks(values.double())
+        out = {}
+        for head in self.metric_heads:
+            predicted = _ranks(self.ensemble.predict(x, head).mean(0).double())
+            out[head] = float(torch.corrcoef(torch.stack([predicted, target]))[0, 1]) if values.numel() > 2 else 0.0
+        return {k: (v if v == v else 0.0) for k, v in out.items()}
+
+    def _start_from_metric_head(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str) -> None:
+        """Initialise the ``fidelity`` head from the metric head that ranks the observations best."""
+        correlations = self.metric_correlations(codes, values)
+        head = max(correlations, key=lambda h: abs(correlations[h]))
+        self.ensemble.copy_head(head, fidelity, sign=1.0 if correlations[head] >= 0 else -1.0)
+        log.debug("objective head %s starts from %s (Spearman %.2f on %d observations)", fidelity, head, correlations[head], values.numel())
 
     def normalise(self, values: torch.Tensor, fidelity: str = "hi") -> torch.Tensor:
         """Map objective values to the units the ensemble is trained in (see ``target_transform``)."""
@@ -166,3 +228,10 @@ class EnsembleSurrogate:
         """
         x = self.space.features(codes) if features is None else features
         return self.ensemble.predict(x, fidelity)
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks ``0..n-1`` of ``n`` values (ties broken by position)."""
+    ranks = torch.empty_like(values)
+    ranks[torch.argsort(values, stable=True)] = torch.arange(values.numel(), dtype=values.dtype)
+    return ranks

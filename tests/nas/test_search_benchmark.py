@@ -55,6 +55,25 @@ def test_benchmark_results_merge_side_by_side(tmp_path: Path) -> None:
         run_benchmark(_config(tmp_path / "n", f"merge=[{tmp_path / 'a'},{tmp_path / 'c'}]"))
 
 
+def test_validation_protocol_reports_the_test_accuracy_of_what_it_would_return(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "include=[random,bo]", "column=val_acc", "report_column=test_acc", "budget=60", "seeds=1", "spearman_at=[60]")
+    run_benchmark(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["column"] == "val_acc" and results["report_column"] == "test_acc"
+    assert results["optimum"] == pytest.approx(94.3733)  # the reported column's optimum
+    for records in results["strategies"].values():
+        (record,) = records
+        # The regret is in test accuracy, of the architecture with the best validation accuracy.
+        assert set(record["regret_at"]) == {"50"} and 0 <= record["regret_at"]["50"] < 30
+        assert max(record["best_so_far"]) < 92  # best_so_far is in the searched column (val_acc tops at 91.6)
+    bo = results["strategies"]["bo"][0]
+    # The pretrained surrogate, before any observation: each metric head's rank correlation.
+    assert set(bo["metric_head_spearman"]) == {"params", "synflow", "naswot", "jacob_cov", "snip", "grad_norm"}
+    assert bo["metric_head_spearman"]["synflow"] > 0.5
+    report = (tmp_path / "results.md").read_text()
+    assert "searched on val_acc, reported in test_acc" in report and "Regret of the returned architecture" in report
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -63,6 +82,7 @@ def test_benchmark_results_merge_side_by_side(tmp_path: Path) -> None:
         ("seeds=0", "number of seeds must be positive"),
         ("column=flops", "has no column 'flops'; its columns are arch, test_acc, val_acc, val_acc_seeds"),
         ("table=/nonexistent/table.csv", "Benchmark table /nonexistent/table.csv does not exist"),
+        ("report_column=test_accuracy", "has no column 'test_accuracy'; its columns are arch, test_acc, val_acc, val_acc_seeds"),
     ],
 )
 def test_benchmark_bad_input(tmp_path: Path, override: str, message: str) -> None:

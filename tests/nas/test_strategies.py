@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -14,6 +15,8 @@ from nas.strategies import BayesianOptimization, LocalSearch, RandomSearch, Regu
 from nas.strategies.optuna_peer import OptunaStrategy
 from nas.surrogate import EnsembleSurrogate
 from nas.zero_cost import ZeroCostData
+
+CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def _bo(space: NB201Space, seed: int, settings: dict, pretraining: str = "none", **kwargs: object) -> BayesianOptimization:
@@ -57,15 +60,23 @@ def test_local_search_climbs_to_a_local_optimum(nb201: NB201Space, table: TableO
     assert float(table.values[neighbours].max()) <= best_value + 1e-9
 
 
-def test_bo_with_pretraining_beats_random_search(nb201: NB201Space, table: TableObjective, small_zero_cost: ZeroCostData) -> None:
-    settings = dict(members=4, trunk=(64, 64), head_hidden=64, fit_epochs=10, pretrain_epochs=20, batch_size=32, pretrain_batch_size=32)
-    bo = _bo(nb201, 0, settings, pretraining="simultaneous", batch_size=10, initial_points=10)
-    bo.pretrain(small_zero_cost)
-    bo_best = run_search(bo, table, budget=100).best_so_far()[-1]
-    random_best = [run_search(RandomSearch(nb201, seed), table, budget=100).best_so_far()[-1] for seed in range(3)]
-    # Random search's best of 100 is around the 99th percentile (~93.7); BO should sit at the very top.
-    assert bo_best >= 94.2
-    assert bo_best > max(random_best)
+def test_default_bo_pretrained_on_the_shipped_zero_cost_data_finds_the_optimum(nb201: NB201Space, table: TableObjective) -> None:
+    """The default configuration, as the benchmark composes it: the table optimum (one of
+    two architectures among 15,625; random search needs ~5,000 evaluations on average)
+    within 60 evaluations. Without pretraining the same search needs about twice as many."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.paths import resolve_path
+    from nas.strategies import instantiate_strategy
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("benchmark")
+    zero_cost = ZeroCostData.load(resolve_path(cfg.zero_cost.file), nb201)
+    bo = instantiate_strategy(cfg.strategies.bo, nb201, 0, zero_cost)
+    trace = run_search(bo, table, budget=60).best_so_far()
+    assert trace[-1] == pytest.approx(table.optimum)
+    random_best = [run_search(RandomSearch(nb201, seed), table, budget=60).best_so_far()[-1] for seed in range(3)]
+    assert max(random_best) < table.optimum
 
 
 def test_failures_are_never_resuggested_and_train_as_the_worst_value(nb201: NB201Space, table: TableObjective, tiny_ensemble: dict) -> None:
