@@ -165,7 +165,7 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         fidelity: FidelitySchedule,
         seed: int = 0,
         pretraining: str = "simultaneous",
-        acquisition: str = "pi",
+        acquisition: str = "mean",
         initial_points: int = 10,
         lo_fit_epochs: int = 20,
         hi_fit_epochs: int = 60,

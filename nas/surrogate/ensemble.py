@@ -144,8 +144,9 @@ class DeepEnsemble(nn.Module):
                 bootstrap): members then fit different resamples of the data, which keeps
                 their disagreement, i.e. the ensemble's uncertainty, alive where data is thin.
             auxiliary: a second task trained alongside (e.g. the zero-cost metrics after
-                pretraining): each step adds its loss on ``batch_size`` random rows of its
-                own, times its weight, so the shared trunk keeps what it learnt there.
+                pretraining): each step adds the loss of one of its heads (in turn) on
+                ``batch_size`` random rows of its own, times its weight, so the shared
+                trunk keeps what it learnt there.
 
         Returns:
             The optimizer, to pass back in for warm-started continued training.
@@ -173,8 +174,13 @@ class DeepEnsemble(nn.Module):
                 m = mask[idx] * torch.gather(draws, 1, idx.unsqueeze(-1))  # M x b x h row weights
                 loss = self._huber(x[idx], clean[idx], m, heads)
                 if auxiliary is not None:
+                    # One auxiliary head per step, in turn: the trunk keeps every metric at
+                    # a fraction of the cost of all heads every step.
                     rows = torch.randint(auxiliary.x.shape[0], (self.members, batch_size), generator=generator)
-                    loss = loss + auxiliary.weight * self._huber(auxiliary.x[rows], auxiliary.clean[rows], auxiliary.mask[rows], auxiliary.heads)
+                    j = auxiliary.next_head()
+                    loss = loss + auxiliary.weight * self._huber(
+                        auxiliary.x[rows], auxiliary.clean[rows][..., j : j + 1], auxiliary.mask[rows][..., j : j + 1], auxiliary.heads[j : j + 1]
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -215,3 +221,9 @@ class AuxiliaryTask:
         self.clean = torch.nan_to_num(targets)
         self.heads = tuple(heads)
         self.weight = weight
+        self._turn = -1
+
+    def next_head(self) -> int:
+        """Index of the head the next step trains (each in turn)."""
+        self._turn = (self._turn + 1) % len(self.heads)
+        return self._turn
