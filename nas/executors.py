@@ -35,6 +35,7 @@ import os
 import pickle
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -556,12 +557,31 @@ class ProcessExecutor(Executor):
 _RAY_LOST_ERRORS = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError", "OwnerDiedError", "OutOfMemoryError", "RaySystemError")
 
 
+#: The objective a Ray worker process deserialised last, by object id: a worker runs many
+#: evaluations of the same search, and deserialising a large objective (a whole benchmark
+#: table) for each one would cost more than a short evaluation.
+_RAY_WORKER_OBJECTIVE: dict[str, Objective] = {}
+
+
+def evaluate_in_ray_worker(objective_box: list[Any], trial: Trial, own_process: bool) -> Payload:
+    """A Ray task: ``objective_box`` holds the objective's object ref (boxed, so that Ray
+    does not deserialise it for every task); it is fetched once per worker process."""
+    import ray
+
+    ref = objective_box[0]
+    key = ref.hex()
+    if key not in _RAY_WORKER_OBJECTIVE:
+        _RAY_WORKER_OBJECTIVE.clear()
+        _RAY_WORKER_OBJECTIVE[key] = ray.get(ref)
+    return evaluate_payload(_RAY_WORKER_OBJECTIVE[key], trial, own_process)
+
+
 class _RayBackend(Backend):
     def __init__(self, ray: Any, task: Any, objective_ref: Any, own_process: bool) -> None:
         self.ray, self.task, self.objective_ref, self.own_process = ray, task, objective_ref, own_process
 
     def launch(self, trial: Trial, devices: tuple[str, ...] | None) -> Hashable:
-        return self.task.remote(self.objective_ref, trial, self.own_process)  # Ray assigns the GPUs
+        return self.task.remote([self.objective_ref], trial, self.own_process)  # Ray assigns the GPUs
 
     def wait_any(self, running: list[Hashable]) -> list[tuple[Hashable, Payload]]:
         ray = self.ray
@@ -628,13 +648,15 @@ class RayExecutor(Executor):
                 # Local workers import what this process imports, as with executor=process.
                 env_vars = {"PYTHONPATH": _python_path(), **(runtime_env or {}).get("env_vars", {})}
                 options["runtime_env"] = {**(runtime_env or {}), "env_vars": env_vars}
+            if address not in (None, "auto"):
+                _check_reachable(address)
             try:
                 ray.init(address=address, **options)
-            except (ConnectionError, TimeoutError) as error:
+            except (ConnectionError, TimeoutError, RuntimeError) as error:
                 raise NASError(f"No Ray cluster could be reached at {address!r} ({_first_line(error)}); give a running cluster's address, or null for a local instance.") from None
             self._started_here = True
         # Ray does not rerun tasks itself (max_retries=0): the search reruns a lost one and counts it.
-        self._task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(evaluate_payload)
+        self._task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0)(evaluate_in_ray_worker)
         resources = ray.cluster_resources()
         fits = int(resources.get("CPU", 1) // cpus_per_trial)
         if gpus_per_trial > 0:
@@ -655,6 +677,18 @@ class RayExecutor(Executor):
         if self._started_here and self._ray.is_initialized():
             self._ray.shutdown()
             self._started_here = False
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a cluster address nothing listens on (Ray itself would retry for minutes)."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = target, "10001" if address.startswith("ray://") else "6379"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise NASError(f"No Ray cluster could be reached at {address!r} ({error.strerror or error}); give a running cluster's address, or null for a local instance.") from None
 
 
 def _first_line(error: BaseException) -> str:
