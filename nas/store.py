@@ -154,6 +154,8 @@ class Store:
             return
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+                    return  # an empty database: opening it starts a new search
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
             raise NASError(f"The store {path} is not a readable SQLite database ({exc}); move it away to start a new search.") from None

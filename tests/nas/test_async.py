@@ -135,10 +135,10 @@ def test_an_asynchronous_search_with_submitit_local_jobs(tmp_path: Path, nb201: 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))  # jobs import this module
     executor = SlurmExecutor(folder=str(tmp_path / "jobs"), cluster="local", max_concurrent=2, parameters={"timeout_min": 5}, poll_s=0.1)
     with Store(tmp_path / "store.sqlite", {"test": "submitit"}) as store, executor:
-        history = run_search(RandomSearch(nb201, seed=4), MarkedObjective(tmp_path), budget=4, store=store, executor=executor)
+        history = run_search(RandomSearch(nb201, seed=4), MarkedObjective(tmp_path), budget=3, store=store, executor=executor)
     rows = _rows(tmp_path / "store.sqlite")
-    assert len(rows) == 4 and all(r[4] == "ok" for r in rows) and len({r[3] for r in rows}) == 4
-    assert [r[2] for r in rows] == [2, 2, 1, 1]
+    assert len(rows) == 3 and all(r[4] == "ok" for r in rows) and len({r[3] for r in rows}) == 3
+    assert [r[2] for r in rows] == [2, 2, 1]
     assert os.getpid() not in {e.metrics["pid"] for e in history.evaluations}
 
 
@@ -260,7 +260,7 @@ def test_process_workers_each_see_only_their_own_gpus(tmp_path: Path, nb201: NB2
     executor = ProcessExecutor(max_workers=3)
     assert executor.parallelism == 2  # one worker per GPU
     with executor:
-        history = run_search(RandomSearch(nb201, seed=5), MarkedObjective(tmp_path, first_s=1.0, other_s=1.0), budget=4, executor=executor)
+        history = run_search(RandomSearch(nb201, seed=5), MarkedObjective(tmp_path, first_s=1.0, other_s=1.0), budget=3, executor=executor)
     seen = [(e.metrics["device"], e.metrics["started"], e.metrics["ended"]) for e in history.evaluations]
     assert {device for device, _, _ in seen} == {3.0, 7.0}
     for i, (device, start, end) in enumerate(seen):  # evaluations that overlapped in time had different GPUs
@@ -310,3 +310,45 @@ def test_nas_run_with_a_bad_executor_writes_nothing(tmp_path: Path) -> None:
         assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert len(done.stderr.strip().splitlines()) == 1
         assert not (run_dir / "store.sqlite").exists()
+
+
+def _store_rows(run_dir: Path) -> list[tuple]:
+    with sqlite3.connect(f"file:{run_dir / 'store.sqlite'}?mode=ro", uri=True) as db:  # never creates it
+        return db.execute("SELECT batch, position, architecture, status, value, attempts FROM evaluations ORDER BY batch, position").fetchall()
+
+
+@pytest.mark.slow
+def test_killing_the_driver_of_a_parallel_search_and_rerunning_gives_the_store_of_an_uninterrupted_run(tmp_path: Path, nb201: NB201Space, table: TableObjective) -> None:
+    run_dir = tmp_path / "run"
+    budget = 8
+    command = [sys.executable, "-m", "nas.run", "searchspace=nb201", "objective=table", "strategy=random", "executor=process", "executor.max_workers=2", f"budget={budget}", f"output_dir={run_dir}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "NAS_CACHE_DIR": str(tmp_path / "cache")}
+    search = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, before = time.time() + 300, []
+    while time.time() < deadline and search.poll() is None:
+        try:
+            before = _store_rows(run_dir)
+        except sqlite3.OperationalError:
+            before = []
+        if sum(r[3] == "ok" for r in before) >= 3 and any(r[3] == "running" for r in before):
+            break
+        time.sleep(0.05)
+    assert search.poll() is None, f"the search ended before it could be killed: {search.stderr.read()[-2000:] if search.stderr else ''}"
+    os.kill(search.pid, signal.SIGKILL)
+    search.wait()
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _store_rows(run_dir)
+
+    # The uninterrupted search: random search draws one suggestion at a time, whatever the
+    # asks' sizes, and the table gives each its value.
+    strategy = RandomSearch(nb201, seed=0)
+    expected = []
+    for _ in range(budget):
+        (encoding,) = strategy.ask(1)
+        strategy.tell([encoding], [0.0])
+        expected.append((nb201.to_string(encoding), "ok", table.evaluate(encoding).value))
+    assert [(r[2], r[3], r[4]) for r in after] == expected
+    by_slot = {(r[0], r[1]): r for r in after}
+    for row in before:  # finished ones read back; interrupted ones run again
+        assert by_slot[(row[0], row[1])][5] == (1 if row[3] == "ok" else 2)
