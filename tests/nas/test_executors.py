@@ -148,11 +148,15 @@ def test_slurm_executor_runs_submitit_jobs_on_the_local_cluster(tmp_path: Path, 
     # a package installed on the cluster.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     executor = SlurmExecutor(folder=str(tmp_path / "jobs"), cluster="local", max_concurrent=2, parameters={"timeout_min": 5, "slurm_partition": None}, poll_s=0.2)
-    history = _search(nb201, ArithmeticObjective(), executor, budget=3)
+    with Store(tmp_path / "store.sqlite", {"test": "slurm"}) as store:
+        history = _search(nb201, ArithmeticObjective(), executor, budget=3, store=store)
+        asks = store.asks()
 
     assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
+    assert len(history.evaluations) == len(set(history.encodings)) == 3  # exactly the budget
     assert os.getpid() not in _pids(history)
     assert list((tmp_path / "jobs").glob("*_result.pkl"))  # submitit's own job records
+    assert [ask.requested for ask in asks] == [2, 1]  # asynchronous: one job per free slot
 
 
 def test_workers_load_only_the_objective_file_their_search_signed(tmp_path: Path) -> None:
