@@ -1,16 +1,26 @@
-"""Where a batch's evaluations run: this process, child processes, a Ray cluster, or Slurm.
+"""Where evaluations run: this process, child processes, a Ray cluster, or Slurm.
 
-The search hands an executor the trials of one batch. The executor runs as many of them at
-once as it can and yields each result as soon as it finishes; the search stores it at once
-(a crash loses nothing finished) and tells the strategy the batch in its proposed order,
-so a search's course does not depend on which evaluation happened to finish first.
+The search opens a :class:`Pool` of the executor for its objective, submits one trial per
+free slot and waits for any to finish (no batch barrier unless the executor is set to
+batches, see :mod:`nas.search`). A worker, task or node that dies before it returns a
+result (a killed process, Ray's ``WorkerCrashedError``/``NodeDiedError``, a Slurm job
+that ended without one) has its trial run again, up to ``retries`` times, then the trial
+fails with the reason; the search learns of it through the engine's own failure signal
+(the process's exit, Ray's task state, the scheduler's job state), so it never waits on a
+lost worker.
+
+GPUs: the local and process executors share ``devices`` out in groups of
+``gpus_per_trial`` (one per candidate by default; more for a DDP trainer) and pin each
+worker to its group with ``CUDA_VISIBLE_DEVICES``; Ray reserves ``gpus_per_trial`` of its
+own GPUs per task and pins them itself; on Slurm, ``parameters.gpus_per_node``.
 
 Executors (config group ``executor``):
 
 - :class:`LocalExecutor` (``local``, default): one after another in the search's process.
 - :class:`ProcessExecutor` (``process``): each evaluation in a fresh ``python -m nas.worker``
-  process, ``max_workers`` at once. A candidate that kills its interpreter (a segfault,
-  the kernel's out-of-memory killer) fails alone, and ``timeout_s`` is enforced by killing.
+  process, ``max_workers`` at once (at most one per GPU group). A candidate that kills its
+  interpreter (a segfault, the kernel's out-of-memory killer) fails alone after its
+  retries, and ``timeout_s`` is enforced by killing.
 - :class:`RayExecutor` (``ray``): Ray tasks, on a local instance started for the search or
   on a running cluster at ``address``.
 - :class:`SlurmExecutor` (``slurm``): one submitit job per evaluation.
@@ -20,7 +30,8 @@ the calling script again for every extra process) is always trained through
 ``python -m nas.worker``, whatever the executor, so that the copies Lightning starts run one
 evaluation instead of a whole search. On Slurm the job's tasks are the DDP processes instead.
 
-Results travel between processes as *payloads*: ``{"evaluation": {...}, "seconds": s}``, or
+Results travel between processes as *payloads*: ``{"evaluation": {...}, "seconds": s}``
+(with ``"lost": true`` when the worker died without a result), or
 ``{"configuration_error": message}`` for a :class:`~nas.errors.NASError`, which stops the
 search wherever it was raised because it would fail every candidate alike.
 """
