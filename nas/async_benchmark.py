@@ -129,21 +129,30 @@ def make_strategy(name: str, space: NB201Space, seed: int, ensemble: str = "defa
 
 
 def wall_time_rows(table: TableObjective, space: NB201Space, budget: int, workers: list[int], min_ms: float) -> list[tuple[str, int, float]]:
+    """Seconds of a random search of ``budget`` evaluations per schedule and number of workers.
+
+    One local Ray instance serves every run, its worker processes started by a warm-up
+    search first: their start (an interpreter, torch, this package) is paid once per
+    cluster, not per search, and is no part of what is compared.
+    """
     from nas.executors import RayExecutor
     from nas.strategies import RandomSearch
 
     objective = SleepingObjective(table, simulated_seconds(space, min_ms))
     rows = []
-    for asynchronous in (True, False):
-        for count in workers:
-            if not asynchronous and count == 1:
-                continue  # one worker: the same schedule
-            with RayExecutor(num_cpus=count, asynchronous=asynchronous) as executor:
+    with RayExecutor(num_cpus=max(workers)) as cluster:
+        run_search(RandomSearch(space, seed=-1), SleepingObjective(table, lambda trial: 0.05), 4 * max(workers), executor=cluster)
+        for asynchronous in (True, False):
+            for count in workers:
+                if not asynchronous and count == 1:
+                    continue  # one worker: the same schedule
+                executor = RayExecutor(max_concurrent=count, asynchronous=asynchronous)  # joins the running instance
                 started = time.perf_counter()
                 history = run_search(RandomSearch(space, seed=0), objective, budget, executor=executor)
                 seconds = time.perf_counter() - started
-            assert len(history.evaluations) == budget
-            rows.append(("asynchronous" if asynchronous else "batch barrier", count, seconds))
+                assert len(history.evaluations) == budget
+                rows.append(("asynchronous" if asynchronous else "batch barrier", count, seconds))
+                print(f"  {rows[-1][0]:14s} {count} worker(s): {seconds:7.2f} s", flush=True)
     return rows
 
 
@@ -173,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Wall time of random search, budget {args.budget}, evaluation time {args.min_ms:g}-{10 * args.min_ms:g} ms (proportional to cell FLOPs), local Ray instance:")
         rows = wall_time_rows(table, space, args.budget, args.workers, args.min_ms)
         single = next(s for mode, count, s in rows if count == 1)
+        print("Speed-up over 1 worker:")
         for mode, count, seconds in rows:
             print(f"  {mode:14s} {count} worker(s): {seconds:7.2f} s   speed-up {single / seconds:4.2f}x")
     if args.seeds > 0:
