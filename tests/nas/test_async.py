@@ -54,9 +54,9 @@ class MarkedObjective:
         return Evaluation(value=float(sum(encoding)), metrics={"pid": float(os.getpid()), "device": float(devices.split(",")[0]) if devices else -1.0, "started": started, "ended": time.time()})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def ray_cluster() -> Iterator[None]:
-    """One local Ray instance (2 CPUs) for this module's Ray tests: it takes seconds to start."""
+    """One local Ray instance (2 CPUs) for the Ray tests: it and its workers take seconds to start."""
     with RayExecutor(num_cpus=2):
         yield
 
@@ -64,22 +64,6 @@ def ray_cluster() -> Iterator[None]:
 def _rows(path: Path) -> list[tuple]:
     with sqlite3.connect(path) as db:
         return db.execute("SELECT batch, position, requested, architecture, status, value, attempts, arrival, told FROM evaluations ORDER BY batch, position").fetchall()
-
-
-def test_an_asynchronous_search_on_ray_with_two_workers_has_no_batch_barrier(tmp_path: Path, nb201: NB201Space, ray_cluster: None) -> None:
-    objective = MarkedObjective(tmp_path, first_s=3.0, other_s=0.1)
-    with Store(tmp_path / "store.sqlite", {"test": "ray"}) as store, RayExecutor(num_cpus=2) as executor:
-        history = run_search(RandomSearch(nb201, seed=1), objective, budget=10, store=store, executor=executor)
-    rows = _rows(tmp_path / "store.sqlite")
-
-    assert len(history.evaluations) == len(rows) == 10  # exactly the budget
-    assert len({r[3] for r in rows}) == 10 and all(r[4] == "ok" and r[6] == 1 for r in rows)
-    # The two workers start together; then each result brings one new suggestion.
-    assert [r[2] for r in rows] == [2, 2] + [1] * 8
-    # While the slow first candidate ran, the other worker went on with new suggestions.
-    slow = next(r for r in rows if r[0] == 0 and float(r[5]) == next(e.value for e in history.evaluations if e.metrics["ended"] - e.metrics["started"] > 2.5))
-    assert slow[7] >= 5, "the slow evaluation should finish after most of the quick ones"
-    assert [r[8] for r in sorted(rows, key=lambda r: r[7])] == list(range(10))  # told as they arrived
 
 
 def _kill_first_marked_worker(folder: Path, killed: list[int], stop: threading.Event) -> None:
@@ -94,44 +78,64 @@ def _kill_first_marked_worker(folder: Path, killed: list[int], stop: threading.E
         time.sleep(0.02)
 
 
-def test_killing_a_ray_worker_during_an_evaluation_reruns_it_without_losing_or_duplicating(tmp_path: Path, nb201: NB201Space, ray_cluster: None) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    objective = MarkedObjective(marks, first_s=30.0, other_s=0.3)  # the killed one would sleep 30 s
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_first_marked_worker, args=(marks, killed, stop))
-    with Store(tmp_path / "store.sqlite", {"test": "kill"}) as store, RayExecutor(num_cpus=2, retries=1) as executor:
-        killer.start()
-        try:
-            history = run_search(RandomSearch(nb201, seed=2), objective, budget=6, store=store, executor=executor)
-        finally:
-            stop.set()
-            killer.join()
-    rows = _rows(tmp_path / "store.sqlite")
+@pytest.mark.usefixtures("ray_cluster")
+class TestOnALocalRayInstance:
+    def test_an_asynchronous_search_on_ray_with_two_workers_has_no_batch_barrier(self, tmp_path: Path, nb201: NB201Space) -> None:
+        objective = MarkedObjective(tmp_path, first_s=3.0, other_s=0.1)
+        with Store(tmp_path / "store.sqlite", {"test": "ray"}) as store, RayExecutor(num_cpus=2) as executor:
+            history = run_search(RandomSearch(nb201, seed=1), objective, budget=10, store=store, executor=executor)
+        rows = _rows(tmp_path / "store.sqlite")
 
-    assert len(killed) == 1 and float(killed[0]) not in {e.metrics["pid"] for e in history.evaluations}
-    assert history.retried == 1
-    assert len(rows) == 6 and len({r[3] for r in rows}) == 6  # none lost, none duplicated
-    assert all(r[4] == "ok" for r in rows)
-    assert sorted(r[6] for r in rows) == [1, 1, 1, 1, 1, 2]  # the killed evaluation ran twice
-    assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
+        assert len(history.evaluations) == len(rows) == 10  # exactly the budget
+        assert len({r[3] for r in rows}) == 10 and all(r[4] == "ok" and r[6] == 1 for r in rows)
+        # The two workers start together; then each result brings one new suggestion.
+        assert [r[2] for r in rows] == [2, 2] + [1] * 8
+        # While the slow first candidate ran, the other worker went on with new suggestions.
+        slow = next(r for r in rows if r[0] == 0 and float(r[5]) == next(e.value for e in history.evaluations if e.metrics["ended"] - e.metrics["started"] > 2.5))
+        assert slow[7] >= 5, "the slow evaluation should finish after most of the quick ones"
+        assert [r[8] for r in sorted(rows, key=lambda r: r[7])] == list(range(10))  # told as they arrived
 
 
-def test_a_worker_that_keeps_dying_is_stored_as_failed_with_the_reason_after_its_retries(tmp_path: Path, nb201: NB201Space, ray_cluster: None) -> None:
-    class Crashing:
-        def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
-            os.kill(os.getpid(), signal.SIGKILL)
-            raise AssertionError("unreachable")
+    def test_killing_a_ray_worker_during_an_evaluation_reruns_it_without_losing_or_duplicating(self, tmp_path: Path, nb201: NB201Space) -> None:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        objective = MarkedObjective(marks, first_s=30.0, other_s=0.3)  # the killed one would sleep 30 s
+        killed: list[int] = []
+        stop = threading.Event()
+        killer = threading.Thread(target=_kill_first_marked_worker, args=(marks, killed, stop))
+        with Store(tmp_path / "store.sqlite", {"test": "kill"}) as store, RayExecutor(num_cpus=2, retries=1) as executor:
+            killer.start()
+            try:
+                history = run_search(RandomSearch(nb201, seed=2), objective, budget=6, store=store, executor=executor)
+            finally:
+                stop.set()
+                killer.join()
+        rows = _rows(tmp_path / "store.sqlite")
 
-    with Store(tmp_path / "store.sqlite", {"test": "crash"}) as store, RayExecutor(num_cpus=2, retries=2) as executor:
-        history = run_search(RandomSearch(nb201, seed=3), Crashing(), budget=2, store=store, executor=executor)
-    rows = _rows(tmp_path / "store.sqlite")
-    assert [r[4] for r in rows] == ["failed", "failed"] and [r[6] for r in rows] == [3, 3]
-    assert all(e.error.startswith("the Ray task failed") and e.error.endswith("(on each of 3 attempts)") for e in history.evaluations)  # type: ignore[union-attr]
+        assert len(killed) == 1 and float(killed[0]) not in {e.metrics["pid"] for e in history.evaluations}
+        assert history.retried == 1
+        assert len(rows) == 6 and len({r[3] for r in rows}) == 6  # none lost, none duplicated
+        assert all(r[4] == "ok" for r in rows)
+        assert sorted(r[6] for r in rows) == [1, 1, 1, 1, 1, 2]  # the killed evaluation ran twice
+        assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
 
 
-def _fake_table(nb201: NB201Space, table: TableObjective) -> SimulatedExecutor:
+    @pytest.mark.slow
+    def test_a_worker_that_keeps_dying_is_stored_as_failed_with_the_reason_after_its_retries(self, tmp_path: Path, nb201: NB201Space) -> None:
+        class Crashing:
+            def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
+                os.kill(os.getpid(), signal.SIGKILL)
+                raise AssertionError("unreachable")
+
+        with Store(tmp_path / "store.sqlite", {"test": "crash"}) as store, RayExecutor(num_cpus=2, retries=2) as executor:
+            history = run_search(RandomSearch(nb201, seed=3), Crashing(), budget=2, store=store, executor=executor)
+        rows = _rows(tmp_path / "store.sqlite")
+        assert [r[4] for r in rows] == ["failed", "failed"] and [r[6] for r in rows] == [3, 3]
+        assert all(e.error.startswith("the Ray task failed") and e.error.endswith("(on each of 3 attempts)") for e in history.evaluations)  # type: ignore[union-attr]
+
+
+def _simulated_workers(nb201: NB201Space) -> SimulatedExecutor:
+    """Three workers on a virtual clock, each evaluation lasting 20-200 ms of it: a reproducible order."""
     return SimulatedExecutor(3, simulated_seconds(nb201, 20))
 
 
@@ -147,7 +151,7 @@ def test_resuming_an_interrupted_asynchronous_search_replays_its_asks_and_tells_
     """Evolution depends on the values and the order it learns them: only an exact replay
     rebuilds its population. The simulated workers give a reproducible completion order."""
     with Store(tmp_path / "whole.sqlite", {"test": "resume"}) as store:
-        run_search(_evolution(nb201), table, 30, store=store, executor=_fake_table(nb201, table))
+        run_search(_evolution(nb201), table, 30, store=store, executor=_simulated_workers(nb201))
 
     interrupted = _evolution(nb201)
 
@@ -156,14 +160,14 @@ def test_resuming_an_interrupted_asynchronous_search_replays_its_asks_and_tells_
             raise _Interrupt
 
     with Store(tmp_path / "resumed.sqlite", {"test": "resume"}) as store, pytest.raises(_Interrupt):
-        run_search(interrupted, table, 30, store=store, on_evaluation=interrupt, executor=_fake_table(nb201, table))
+        run_search(interrupted, table, 30, store=store, on_evaluation=interrupt, executor=_simulated_workers(nb201))
     running = [r for r in _rows(tmp_path / "resumed.sqlite") if r[4] == "running"]
     assert running, "the interruption must leave evaluations running"
 
     # Replaying the store rebuilds the state the interrupted strategy had (told the 16 results it had been told).
     with Store(tmp_path / "resumed.sqlite", {"test": "resume"}) as store, caplog.at_level(logging.WARNING):
         replayed = _evolution(nb201)
-        history = run_search(replayed, table, 30, store=store, executor=_fake_table(nb201, table))
+        history = run_search(replayed, table, 30, store=store, executor=_simulated_workers(nb201))
     assert "proposed a different batch" not in caplog.text
     assert history.replayed == 17 and len(history.evaluations) == 30
 
@@ -178,9 +182,9 @@ def test_resuming_an_interrupted_asynchronous_search_replays_its_asks_and_tells_
 def test_replaying_a_finished_store_rebuilds_the_same_state(tmp_path: Path, nb201: NB201Space, table: TableObjective) -> None:
     original = _evolution(nb201)
     with Store(tmp_path / "store.sqlite", {"test": "state"}) as store:
-        run_search(original, table, 25, store=store, executor=_fake_table(nb201, table))
+        run_search(original, table, 25, store=store, executor=_simulated_workers(nb201))
         replayed = _evolution(nb201)
-        history = run_search(replayed, table, 25, store=store, executor=_fake_table(nb201, table))
+        history = run_search(replayed, table, 25, store=store, executor=_simulated_workers(nb201))
     assert history.replayed == 25
     assert replayed.encodings == original.encodings and replayed.values == original.values
     assert list(replayed.population) == list(original.population) and replayed.pending == original.pending == set()
@@ -202,7 +206,7 @@ def test_asynchronous_bayesian_optimisation_never_suggests_a_pending_point(tmp_p
 
     strategy.ask = ask  # type: ignore[method-assign]
     with Store(tmp_path / "store.sqlite", {"test": "bo"}) as store:
-        history = run_search(strategy, table, 12, store=store, executor=_fake_table(nb201, table))
+        history = run_search(strategy, table, 12, store=store, executor=_simulated_workers(nb201))
         asks = store.asks()
     assert len(history.evaluations) == 12 and len(set(history.encodings)) == 12
     assert [a.requested for a in asks[:2]] == [3, 1]  # one per free worker, not BO's batch of 10
