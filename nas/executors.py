@@ -280,7 +280,7 @@ def device_groups(devices: str | Sequence[int | str] | None, gpus_per_trial: int
     if per_trial == 0:
         return None
     if len(ids) < per_trial:
-        raise NASError(f"Each evaluation asks for {per_trial} GPUs (executor.gpus_per_trial) but only {len(ids)} are available ({', '.join(ids) or 'none'}); lower gpus_per_trial or set executor.devices.")
+        raise NASError(f"Each evaluation asks for {per_trial} GPUs (executor.gpus_per_trial) but only {len(ids)} are available (ids: {', '.join(ids) or 'none'}); lower gpus_per_trial or set executor.devices.")
     return [tuple(ids[i : i + per_trial]) for i in range(0, len(ids) - per_trial + 1, per_trial)]
 
 
@@ -778,10 +778,11 @@ class SlurmExecutor(Executor):
 
     def _check_parameters(self) -> None:
         """Let submitit refuse bad parameters now, before the search starts."""
-        try:
-            self._submitit.AutoExecutor(folder=self.folder / ".check", cluster=self.cluster).update_parameters(**self.parameters)
-        except (TypeError, ValueError, NameError) as error:
-            raise NASError(f"Invalid executor.parameters for submitit: {_first_line(error)}") from None
+        with tempfile.TemporaryDirectory(prefix="nas-submitit-check-") as folder:  # nothing in the run directory yet
+            try:
+                self._submitit.AutoExecutor(folder=folder, cluster=self.cluster).update_parameters(**self.parameters)
+            except (TypeError, ValueError, NameError) as error:
+                raise NASError(f"Invalid executor.parameters for submitit: {_first_line(error)}") from None
 
     def _executor(self, objective: Objective) -> tuple[Any, bool]:
         """The submitit executor for ``objective``, and whether jobs must start a worker process."""
