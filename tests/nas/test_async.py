@@ -360,3 +360,50 @@ def test_killing_the_driver_of_a_parallel_search_and_rerunning_gives_the_store_o
     by_slot = {(r[0], r[1]): r for r in after}
     for row in before:  # finished ones read back; interrupted ones run again
         assert by_slot[(row[0], row[1])][5] == (1 if row[3] == "ok" else 2)
+
+
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, position INTEGER NOT NULL, requested INTEGER NOT NULL,
+    encoding TEXT NOT NULL, architecture TEXT NOT NULL, fidelity TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed')), value REAL, cost REAL, metrics TEXT, error TEXT,
+    started_at REAL NOT NULL, finished_at REAL, seconds REAL, attempts INTEGER NOT NULL DEFAULT 1, UNIQUE (batch, position)
+);
+"""
+
+
+def test_a_store_written_before_asks_and_tells_were_recorded_resumes(tmp_path: Path, nb201: NB201Space, table: TableObjective, caplog: pytest.LogCaptureFixture) -> None:
+    """Such a store told whole batches in order: that is the order its replay follows."""
+    import json
+
+    from nas.store import config_fingerprint
+
+    config = {"test": "schema 1"}
+    strategy = _evolution(nb201)
+    strategy.default_batch_size = 2
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        db.executescript(_SCHEMA_1)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "1"), ("fingerprint", config_fingerprint(config)), ("config", json.dumps(config))])
+        for batch in range(3):  # two finished batches, then one interrupted half-way
+            trials = strategy.propose(2)
+            for position, trial in enumerate(trials):
+                running = batch == 2 and position == 1
+                value = table.evaluate(trial.encoding).value
+                db.execute(
+                    "INSERT INTO evaluations (batch, position, requested, encoding, architecture, fidelity, status, value, cost, metrics, started_at, seconds) VALUES (?, ?, 2, ?, ?, 'hi', ?, ?, 1.0, '{}', 0, 0)",
+                    (batch, position, json.dumps(list(trial.encoding)), nb201.to_string(trial.encoding), "running" if running else "ok", None if running else value),
+                )
+            if batch < 2:
+                strategy.observe(trials, [table.evaluate(t.encoding) for t in trials])
+
+    resumed = _evolution(nb201)
+    resumed.default_batch_size = 2
+    with Store(tmp_path / "store.sqlite", config) as store, caplog.at_level(logging.WARNING):
+        history = run_search(resumed, table, 8, store=store, executor=LocalExecutor())
+        asks = store.asks()
+    assert "proposed a different batch" not in caplog.text
+    assert history.replayed == 5 and len(history.evaluations) == 8 and len(set(history.encodings)) == 8
+    assert [(a.requested, a.asked_after) for a in asks] == [(2, 0), (2, 1), (2, 2), (2, 3)]
+    rows = _rows(tmp_path / "store.sqlite")
+    assert [r[6] for r in rows] == [1, 1, 1, 1, 1, 2, 1, 1] and all(r[4] == "ok" for r in rows)
