@@ -119,8 +119,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             spearman_points.append((len(history.evaluations), rho))
             logger.log_surrogate(len(history.evaluations), rho)
 
-    # The store first: a refused store must not start a Ray instance or Slurm jobs.
-    with Store(output / "store.sqlite", search_identity(cfg)) as store, hydra.utils.instantiate(cfg.executor) as executor:
+    # A refused store must not start a Ray instance, and a refused executor must not write a store.
+    Store.verify(output / "store.sqlite", search_identity(cfg))
+    with hydra.utils.instantiate(cfg.executor) as executor, Store(output / "store.sqlite", search_identity(cfg)) as store:
         history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
     if history.replayed:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")

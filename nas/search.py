@@ -1,22 +1,34 @@
 """The search loop shared by every strategy: propose, evaluate, observe, until the budget is spent.
 
-With a :class:`~nas.store.Store` the loop is resumable: batches already in the store are
-replayed (the strategy proposes them again and is told the stored results, which rebuilds
-its state exactly), evaluations left running by a crash are run again, and only then do
-new evaluations start.
+Two schedules, chosen by the executor (``executor.asynchronous``):
+
+- *asynchronous* (process, Ray and Slurm executors by default): each time a worker frees
+  up, the strategy is asked for one suggestion per free worker, and told each result the
+  moment it arrives. The trials still running are the strategy's ``pending`` set, which it
+  never suggests again (model-based strategies state how they treat them while choosing).
+  No worker waits for the slowest evaluation of a batch.
+- *batches* (the local executor by default): the strategy is asked for its own batch
+  (at least one trial per worker), which is told whole, in the proposed order, once all
+  of it has finished.
+
+Every result is stored the moment it arrives. With a :class:`~nas.store.Store` the loop is
+resumable: the store records the order of asks and tells, and resuming replays them in
+that order (the strategy proposes the stored suggestions again and is told the stored
+results at the same points), which rebuilds its state exactly; evaluations left running
+by a crash are run again, and only then do new suggestions start.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable
 
 from nas.errors import NASError
-from nas.executors import Executor, LocalExecutor
+from nas.executors import Arrival, Executor, LocalExecutor, Pool
 from nas.objectives.base import Evaluation, Objective
 from nas.space import Encoding
-from nas.store import Store, StoredEvaluation
+from nas.store import Store, StoredAsk, StoredEvaluation
 from nas.strategies.base import HIGH_FIDELITY, Strategy, Trial
 
 log = logging.getLogger(__name__)
@@ -24,13 +36,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchHistory:
-    """Every evaluation of a search, in order, with the time spent choosing and running them."""
+    """Every evaluation of a search, in the order they finished, with the time spent choosing and running them."""
 
     trials: list[Trial] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     ask_seconds: list[float] = field(default_factory=list)
     replayed: int = 0  # evaluations read back from the store instead of run
+    retried: int = 0  # evaluations run again because their worker died
 
     @property
     def encodings(self) -> list[Encoding]:
@@ -72,103 +85,237 @@ def run_search(
     Args:
         strategy: proposes trials and observes their evaluations.
         objective: evaluates a trial.
-        budget: total cost, in equivalent full evaluations.
+        budget: total cost, in equivalent full evaluations. Trials running count as one
+            each, so that an asynchronous search does not start more than the budget holds.
         store: where evaluations are recorded, and replayed from when resuming.
         on_evaluation: called after each new (not replayed) evaluation, which is then the
             last entry of the history, e.g. for logging.
-        on_batch: called after every observed batch (reporting, checkpoints).
-        executor: runs the evaluations of a batch (in this process by default). Each batch
-            asks for at least ``executor.parallelism`` trials, so that none of it idles.
+        on_batch: called after every ``observe`` of the strategy (a whole batch, or one
+            evaluation of an asynchronous search), e.g. for reporting or checkpoints.
+        executor: runs the evaluations (in this process by default) and chooses the
+            schedule (see the module doc).
     """
     if not budget > 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {budget}.")
-    executor = executor or LocalExecutor()
-    history = SearchHistory()
-    stored_batches = store.num_batches() if store is not None else 0
-    batch_index = 0
-    while history.cost < budget:
-        stored = store.batch(batch_index) if store is not None and batch_index < stored_batches else []
-        remaining = max(1, int(round(budget - history.cost)))
-        # Replaying asks for what was asked then, even if the budget has changed since.
-        requested = stored[0].requested if stored else min(max(strategy.default_batch_size, executor.parallelism), remaining)
+    search = _Search(strategy, objective, budget, store, on_evaluation, on_batch, executor or LocalExecutor())
+    return search.run()
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One suggested trial, from its ask to its tell."""
+
+    batch: int
+    position: int
+    trial: Trial
+    row: int | None  # its row in the store
+    evaluation: Evaluation | None = None
+    seconds: float = 0.0
+    rerun: bool = False  # it ran before (an interrupted search): the store counts the attempt
+    told: bool = False
+
+
+class _Search:
+    """The state of one run of :func:`run_search`."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        objective: Objective,
+        budget: float,
+        store: Store | None,
+        on_evaluation: Callable[[SearchHistory], None] | None,
+        on_batch: Callable[[SearchHistory], None] | None,
+        executor: Executor,
+    ) -> None:
+        self.strategy, self.objective, self.budget, self.store = strategy, objective, budget, store
+        self.on_evaluation, self.on_batch, self.executor = on_evaluation, on_batch, executor
+        self.asynchronous = executor.asynchronous
+        self.history = SearchHistory()
+        self.batches: list[list[_Slot]] = []  # every ask's slots, by batch index
+        self.queue: list[_Slot] = []  # suggested, not submitted yet
+        self.running: dict[int, _Slot] = {}  # pool key -> slot
+        self.tells = 0  # observe calls so far
+        self.arrivals = 0  # evaluations finished so far
+        self.waiting_for_results = False  # the strategy had nothing to suggest until it learns more
+        self.exhausted = False
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> SearchHistory:
+        if self.store is not None:
+            self._replay(self.store)
+        with self.executor.pool(self.objective, on_retry=self._retry) as pool:
+            while True:
+                self._submit(pool)
+                if self._should_ask(pool):
+                    self._ask(self._ask_size(pool))
+                    continue
+                if not pool.busy:
+                    break
+                for arrival in pool.wait():
+                    self._arrive(arrival)
+        return self.history
+
+    def _outstanding(self) -> int:
+        """Suggestions not finished yet (queued or running)."""
+        return len(self.queue) + len(self.running)
+
+    def _capacity(self) -> int:
+        """How many more trials the budget holds, counting each unfinished one as a full evaluation."""
+        remaining = self.budget - self.history.cost
+        if not remaining > 0:
+            return 0
+        return max(1, int(round(remaining))) - self._outstanding()
+
+    def _should_ask(self, pool: Pool) -> bool:
+        if self.exhausted or self.queue or self._capacity() < 1:
+            return False
+        if self.asynchronous:
+            return pool.free > 0 and not self.waiting_for_results
+        return not self.running  # the barrier: every batch so far is finished and told
+
+    def _ask_size(self, pool: Pool) -> int:
+        if self.asynchronous:
+            return min(pool.free, self._capacity())
+        return min(max(self.strategy.default_batch_size, pool.parallelism), self._capacity())
+
+    def _ask(self, requested: int) -> None:
         started = time.perf_counter()
-        proposed = strategy.propose(requested)
-        history.ask_seconds.append(time.perf_counter() - started)
-        batch = _reconcile(strategy, proposed, stored)
-        if not batch:
-            break  # the space is exhausted
-        results = _evaluate_batch(batch_index, batch, stored, requested, strategy, objective, executor, store, history, on_evaluation)
-        strategy.observe(batch, results)
-        batch_index += 1
-        if on_batch is not None:
-            on_batch(history)
-    return history
+        proposed = self.strategy.propose(requested)
+        self.history.ask_seconds.append(time.perf_counter() - started)
+        batch = len(self.batches)
+        rows: list[int | None] = [None] * len(proposed)
+        if self.store is not None:
+            architectures = [self.strategy.space.to_string(t.encoding) for t in proposed]
+            rows = list(self.store.ask(batch, requested, self.tells, proposed, architectures))
+        slots = [_Slot(batch, position, trial, row) for position, (trial, row) in enumerate(zip(proposed, rows))]
+        self.batches.append(slots)
+        self.queue.extend(slots)
+        if not proposed:
+            # Nothing to suggest: the space is exhausted, or the strategy waits for results.
+            self.exhausted = not self.asynchronous or not self._outstanding()
+            self.waiting_for_results = True
 
+    def _submit(self, pool: Pool) -> None:
+        while self.queue and pool.free > 0:
+            slot = self.queue.pop(0)
+            if slot.rerun and self.store is not None and slot.row is not None:
+                self.store.restart(slot.row)
+            key = id(slot)
+            self.running[key] = slot
+            pool.submit(key, slot.trial)
 
-def _evaluate_batch(
-    batch_index: int,
-    batch: list[Trial],
-    stored: list[StoredEvaluation],
-    requested: int,
-    strategy: Strategy,
-    objective: Objective,
-    executor: Executor,
-    store: Store | None,
-    history: SearchHistory,
-    on_evaluation: Callable[[SearchHistory], None] | None,
-) -> list[Evaluation]:
-    """Evaluate the batch's trials the store does not hold, and extend the history in batch order.
+    def _retry(self, key: Hashable, reason: str) -> None:
+        slot = self.running[key]  # type: ignore[index]
+        self.history.retried += 1
+        if self.store is not None and slot.row is not None:
+            self.store.restart(slot.row)
 
-    Each result is stored the moment it finishes, whatever its position; the history (and
-    ``on_evaluation``) follows the batch's order, so that logs, reports and a resumed run
-    see the same sequence.
-    """
-    done: dict[int, tuple[Evaluation, float, bool]] = {}  # position -> (evaluation, seconds, replayed)
-    for position, record in enumerate(stored[: len(batch)]):
-        if record.evaluation is not None:
-            done[position] = (record.evaluation, record.seconds or 0.0, True)
-            history.replayed += 1
-    to_run = [position for position in range(len(batch)) if position not in done]
-    rows = {
-        position: store.start(batch_index, position, batch[position], strategy.space.to_string(batch[position].encoding), requested) if store is not None else -1
-        for position in to_run
-    }
-    next_in_order = 0
+    def _arrive(self, arrival: Arrival) -> None:
+        slot = self.running.pop(arrival.key)  # type: ignore[arg-type]
+        slot.evaluation, slot.seconds = arrival.evaluation, arrival.seconds
+        tell_now = self.asynchronous
+        if self.store is not None and slot.row is not None:
+            # In one transaction with the tell it implies, so that a resumed search tells it too.
+            self.store.finish(slot.row, arrival.evaluation, arrival.seconds, self.arrivals, self.tells if tell_now else None)
+        self.arrivals += 1
+        self._extend_history(slot)
+        if self.on_evaluation is not None:
+            self.on_evaluation(self.history)
+        if tell_now:
+            self._tell([slot])
+        else:
+            self._tell_batch_if_complete(slot.batch)
 
-    def extend_history() -> None:
-        nonlocal next_in_order
-        while next_in_order in done:
-            evaluation, seconds, replayed = done[next_in_order]
-            history.trials.append(batch[next_in_order])
-            history.evaluations.append(evaluation)
-            history.seconds.append(seconds)
-            if on_evaluation is not None and not replayed:
-                on_evaluation(history)
-            next_in_order += 1
+    def _tell_batch_if_complete(self, batch: int) -> None:
+        slots = self.batches[batch]
+        if any(slot.evaluation is None for slot in slots) or all(slot.told for slot in slots):
+            return
+        if self.store is not None:
+            self.store.tell([slot.row for slot in slots if slot.row is not None], self.tells)
+        self._tell(slots)
 
-    extend_history()
-    for index, evaluation, seconds in executor.run(objective, [batch[p] for p in to_run]):
-        position = to_run[index]
-        if store is not None:
-            store.finish(rows[position], evaluation, seconds)
-        done[position] = (evaluation, seconds, False)
-        extend_history()
-    return [done[position][0] for position in range(len(batch))]
+    def _tell(self, slots: list[_Slot]) -> None:
+        self.strategy.observe([slot.trial for slot in slots], [slot.evaluation for slot in slots])  # type: ignore[misc]
+        for slot in slots:
+            slot.told = True
+        self.tells += 1
+        self.waiting_for_results = False
+        if self.on_batch is not None:
+            self.on_batch(self.history)
 
+    def _extend_history(self, slot: _Slot) -> None:
+        assert slot.evaluation is not None
+        self.history.trials.append(slot.trial)
+        self.history.evaluations.append(slot.evaluation)
+        self.history.seconds.append(slot.seconds)
 
-def _reconcile(strategy: Strategy, proposed: list[Trial], stored: list[StoredEvaluation]) -> list[Trial]:
-    """The trials of a batch: the stored ones when resuming, the proposed ones otherwise.
+    # ------------------------------------------------------------------ resuming
+    def _replay(self, store: Store) -> None:
+        """Replay the stored asks and tells in their recorded order; queue what was left running."""
+        rows = store.rows()
+        by_batch: dict[int, list[StoredEvaluation]] = {}
+        for row in rows:
+            by_batch.setdefault(row.batch, []).append(row)
+        groups: dict[int, list[int]] = {}  # tell index -> row ids, in batch order
+        for row in rows:
+            if row.told is not None:
+                groups.setdefault(row.told, []).append(row.id)
+        finished = sorted((r for r in rows if r.evaluation is not None), key=lambda r: (r.arrival is None, r.arrival, r.batch, r.position))
+        arrival_order = {r.id: order for order, r in enumerate(finished)}
+        slot_of: dict[int, _Slot] = {}
+        in_history = 0
 
-    A deterministic strategy re-proposes exactly what it proposed before the interruption.
-    If it does not (e.g. a different number of threads changed floating-point sums), the
-    store wins: evaluations already paid for are never discarded.
-    """
-    if not stored:
-        return proposed
-    recorded = [r.trial for r in stored]
-    if recorded == proposed[: len(recorded)]:
-        return proposed
-    log.warning("the strategy proposed a different batch than the store holds; continuing with the stored batch")
-    strategy.release(proposed)
-    strategy.claim(recorded)
-    return recorded + [t for t in proposed[len(recorded) :] if t not in recorded]
+        def tell_stored_until(tells: int) -> None:
+            nonlocal in_history
+            while self.tells < tells:
+                if self.tells not in groups:
+                    raise NASError(f"The store {store.path} is inconsistent (tell {self.tells} is missing); move it away to start a new search.")
+                slots = [slot_of[row_id] for row_id in groups[self.tells]]
+                # The history holds, in arrival order, what had finished by this tell.
+                last = max(arrival_order[row_id] for row_id in groups[self.tells])
+                while in_history <= last:
+                    self._extend_history(slot_of[finished[in_history].id])
+                    in_history += 1
+                self._tell(slots)
+
+        for ask in store.asks():
+            tell_stored_until(ask.asked_after)
+            for slot in self._replay_ask(ask, by_batch.get(ask.batch, [])):
+                slot_of[slot.row] = slot  # type: ignore[index]
+        tell_stored_until(max(groups, default=-1) + 1)
+        for record in finished[in_history:]:  # finished, waiting for the rest of their batch
+            self._extend_history(slot_of[record.id])
+        self.history.replayed = self.arrivals = len(finished)
+        self.queue = [slot for slots in self.batches for slot in slots if slot.evaluation is None]
+        for slot in self.queue:
+            slot.rerun = True
+        if self.queue:
+            log.info("resuming: %d evaluations left running by the interrupted search run again", len(self.queue))
+        for batch in range(len(self.batches)):
+            if self.asynchronous:
+                untold = [slot for slot in self.batches[batch] if slot.evaluation is not None and not slot.told]
+                if untold:
+                    self.store.tell([slot.row for slot in untold], self.tells)  # type: ignore[union-attr, misc]
+                    self._tell(untold)
+            else:
+                self._tell_batch_if_complete(batch)
+
+    def _replay_ask(self, ask: StoredAsk, records: list[StoredEvaluation]) -> list[_Slot]:
+        """Ask the strategy again as the stored ask did; the stored suggestions win."""
+        started = time.perf_counter()
+        proposed = self.strategy.propose(ask.requested)
+        self.history.ask_seconds.append(time.perf_counter() - started)
+        recorded = [r.trial for r in records]
+        if proposed[: len(recorded)] != recorded:
+            # A deterministic strategy re-proposes exactly what it proposed before. If it does
+            # not (e.g. another number of threads changed floating-point sums), the store wins:
+            # evaluations already paid for are never discarded.
+            log.warning("the strategy proposed a different batch than the store holds; continuing with the stored batch")
+            self.strategy.release(proposed)
+            self.strategy.claim(recorded)
+        elif len(proposed) > len(recorded):
+            self.strategy.release(proposed[len(recorded) :])  # a store of an older version recorded fewer
+        slots = [_Slot(r.batch, r.position, r.trial, r.id, r.evaluation, r.seconds or 0.0) for r in records]
+        self.batches.append(slots)
+        return slots

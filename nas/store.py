@@ -1,11 +1,18 @@
 """The SQLite store of a run directory: every evaluation of a search, on disk.
 
-It is the single source of truth of a search. Each evaluation is written when it starts
-(status ``running``) and again when it ends (``ok`` or ``failed``), each in its own
-transaction, so killing the process at any instant loses at most the evaluation that was
-running. Resuming replays the search: batches already in the store are read back instead
-of evaluated, an evaluation left ``running`` is run again, and the search goes on from
-there.
+It is the single source of truth of a search. Each evaluation is written when it is
+suggested (status ``running``) and again when it ends (``ok`` or ``failed``), each in its
+own transaction, so killing the process at any instant loses at most the evaluations that
+were running.
+
+The store also records the order of the search's two kinds of events, which an
+asynchronous search interleaves freely: every *ask* (table ``asks``: how many suggestions
+were requested, and after how many *tells*) and every *tell* (column ``told``: the index of
+the ``observe`` call that handed an evaluation to the strategy; one call can tell several,
+in ``(batch, position)`` order). ``arrival`` numbers the evaluations in the order they
+finished, the order of the search's history. Resuming replays the asks and tells in their
+recorded order, which rebuilds the strategy's state exactly; evaluations left ``running``
+are run again, and the search goes on from there.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from nas.objectives.base import Evaluation
 from nas.space import Encoding
 from nas.strategies.base import Trial
 
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -43,9 +50,18 @@ CREATE TABLE IF NOT EXISTS evaluations (
     finished_at REAL,
     seconds REAL,
     attempts INTEGER NOT NULL DEFAULT 1,
+    arrival INTEGER,
+    told INTEGER,
     UNIQUE (batch, position)
 );
+CREATE TABLE IF NOT EXISTS asks (
+    batch INTEGER PRIMARY KEY,
+    requested INTEGER NOT NULL,
+    asked_after INTEGER NOT NULL
+);
 """
+#: Columns added by schema 2 to stores written before it.
+_ADDED_COLUMNS = ("arrival INTEGER", "told INTEGER")
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,17 @@ class StoredEvaluation:
     evaluation: Evaluation | None  # None while running
     seconds: float | None
     attempts: int
+    arrival: int | None = None  # the order in which evaluations finished
+    told: int | None = None  # the index of the observe call that told the strategy
+
+
+@dataclass(frozen=True)
+class StoredAsk:
+    """One request for suggestions: ``requested`` of them, after ``asked_after`` tells."""
+
+    batch: int
+    requested: int
+    asked_after: int
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:
@@ -75,6 +102,16 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(old) | set(new))
         return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [prefix.rstrip(".")] if old != new else []
+
+
+def _check_same_search(path: Path, meta: dict[str, str], config: dict[str, Any]) -> None:
+    if meta.get("fingerprint") != config_fingerprint(config):
+        stored = json.loads(meta.get("config", "{}"))
+        changed = _differences(stored, json.loads(json.dumps(config, default=str))) or ["(unknown)"]
+        raise NASError(
+            f"The run directory {path.parent} holds a search with a different configuration "
+            f"(differs in: {', '.join(changed[:8])}); resume it with the same configuration or choose another output_dir."
+        )
 
 
 class Store:
@@ -98,20 +135,50 @@ class Store:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
             raise NASError(f"The store {self.path} is not a readable SQLite database ({exc}); move it away to start a new search.") from None
-        fingerprint = config_fingerprint(config)
         if not meta:
             with self._transaction():
                 self._db.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("schema", _SCHEMA_VERSION), ("fingerprint", fingerprint), ("config", json.dumps(config, sort_keys=True, default=str)), ("created_at", str(time.time()))],
+                    [("schema", _SCHEMA_VERSION), ("fingerprint", config_fingerprint(config)), ("config", json.dumps(config, sort_keys=True, default=str)), ("created_at", str(time.time()))],
                 )
-        elif meta.get("fingerprint") != fingerprint:
-            stored = json.loads(meta.get("config", "{}"))
-            changed = _differences(stored, json.loads(json.dumps(config, default=str))) or ["(unknown)"]
-            raise NASError(
-                f"The run directory {self.path.parent} holds a search with a different configuration "
-                f"(differs in: {', '.join(changed[:8])}); resume it with the same configuration or choose another output_dir."
-            )
+        else:
+            _check_same_search(self.path, meta, config)
+            if meta.get("schema") != _SCHEMA_VERSION:
+                self._upgrade()
+
+    @staticmethod
+    def verify(path: str | Path, config: dict[str, Any]) -> None:
+        """Refuse, as opening would, a store of another configuration, without writing anything."""
+        path = Path(path)
+        if not path.exists():
+            return
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+                    return  # an empty database: opening it starts a new search
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise NASError(f"The store {path} is not a readable SQLite database ({exc}); move it away to start a new search.") from None
+        if meta:
+            _check_same_search(path, meta, config)
+
+    def _upgrade(self) -> None:
+        """Give a store of schema 1 (batches told whole, in order) its ask and tell records."""
+        with self._transaction():
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(evaluations)")}
+            for column in _ADDED_COLUMNS:
+                if column.split()[0] not in present:
+                    self._db.execute(f"ALTER TABLE evaluations ADD COLUMN {column}")
+            batches = self._db.execute("SELECT batch, MAX(requested), COUNT(*), SUM(status = 'running') FROM evaluations GROUP BY batch ORDER BY batch").fetchall()
+            told = 0
+            for batch, requested, size, running in batches:
+                self._db.execute("INSERT OR IGNORE INTO asks (batch, requested, asked_after) VALUES (?, ?, ?)", (batch, requested, told))
+                if not running:  # a batch was told whole, once every evaluation of it had finished
+                    self._db.execute("UPDATE evaluations SET told = ? WHERE batch = ?", (told, batch))
+                    told += 1
+            for arrival, (row_id,) in enumerate(self._db.execute("SELECT id FROM evaluations WHERE status != 'running' ORDER BY batch, position").fetchall()):
+                self._db.execute("UPDATE evaluations SET arrival = ? WHERE id = ?", (arrival, row_id))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (_SCHEMA_VERSION,))
 
     def close(self) -> None:
         self._db.close()
@@ -135,34 +202,44 @@ class Store:
         return _Tx()
 
     # ------------------------------------------------------------------ writing
-    def start(self, batch: int, position: int, trial: Trial, architecture: str, requested: int) -> int:
-        """Record that an evaluation starts; a rerun of an interrupted one reuses its row.
-
-        ``requested`` is the batch size the strategy was asked for: replaying a batch asks
-        for the same number, which makes a deterministic strategy propose the same trials.
-        """
-        encoding = json.dumps(list(trial.encoding))
+    def ask(self, batch: int, requested: int, asked_after: int, trials: list[Trial], architectures: list[str]) -> list[int]:
+        """Record a request for ``requested`` suggestions made after ``asked_after`` tells, and
+        the ``trials`` it returned (``running``), in one transaction; return their row ids."""
+        now = time.time()
         with self._transaction():
-            row = self._db.execute("SELECT id, status FROM evaluations WHERE batch = ? AND position = ?", (batch, position)).fetchone()
-            if row is not None:
-                if row[1] != "running":
-                    raise NASError(f"Evaluation {batch}.{position} of {self.path} is already finished and must not be run again.")
-                self._db.execute("UPDATE evaluations SET attempts = attempts + 1, started_at = ?, encoding = ?, fidelity = ? WHERE id = ?", (time.time(), encoding, trial.fidelity, row[0]))
-                return int(row[0])
-            cursor = self._db.execute(
-                "INSERT INTO evaluations (batch, position, requested, encoding, architecture, fidelity, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
-                (batch, position, requested, encoding, architecture, trial.fidelity, time.time()),
-            )
-            return int(cursor.lastrowid)
+            self._db.execute("INSERT INTO asks (batch, requested, asked_after) VALUES (?, ?, ?)", (batch, requested, asked_after))
+            return [
+                int(
+                    self._db.execute(
+                        "INSERT INTO evaluations (batch, position, requested, encoding, architecture, fidelity, status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                        (batch, position, requested, json.dumps(list(trial.encoding)), architecture, trial.fidelity, now),
+                    ).lastrowid
+                )
+                for position, (trial, architecture) in enumerate(zip(trials, architectures))
+            ]
 
-    def finish(self, row_id: int, evaluation: Evaluation, seconds: float) -> None:
-        """Record the outcome of a started evaluation."""
+    def restart(self, row_id: int) -> None:
+        """Record that a running evaluation starts again (its worker died, or the search was interrupted)."""
+        with self._transaction():
+            status = self._db.execute("SELECT status FROM evaluations WHERE id = ?", (row_id,)).fetchone()
+            if status is None or status[0] != "running":
+                raise NASError(f"Evaluation {row_id} of {self.path} is already finished and must not be run again.")
+            self._db.execute("UPDATE evaluations SET attempts = attempts + 1, started_at = ? WHERE id = ?", (time.time(), row_id))
+
+    def finish(self, row_id: int, evaluation: Evaluation, seconds: float, arrival: int | None = None, told: int | None = None) -> None:
+        """Record the outcome of a started evaluation, the order it finished in, and (when the
+        strategy is told at once) the index of the tell."""
         value = None if math.isnan(evaluation.value) else evaluation.value
         with self._transaction():
             self._db.execute(
-                "UPDATE evaluations SET status = ?, value = ?, cost = ?, metrics = ?, error = ?, finished_at = ?, seconds = ? WHERE id = ?",
-                (evaluation.status, value, evaluation.cost, json.dumps(evaluation.metrics), evaluation.error, time.time(), seconds, row_id),
+                "UPDATE evaluations SET status = ?, value = ?, cost = ?, metrics = ?, error = ?, finished_at = ?, seconds = ?, arrival = ?, told = ? WHERE id = ?",
+                (evaluation.status, value, evaluation.cost, json.dumps(evaluation.metrics), evaluation.error, time.time(), seconds, arrival, told, row_id),
             )
+
+    def tell(self, row_ids: list[int], told: int) -> None:
+        """Record that finished evaluations were told to the strategy together, as tell ``told``."""
+        with self._transaction():
+            self._db.executemany("UPDATE evaluations SET told = ? WHERE id = ?", [(told, row_id) for row_id in row_ids])
 
     # ------------------------------------------------------------------ reading
     def rows(self) -> list[StoredEvaluation]:
@@ -173,15 +250,19 @@ class Store:
         return list(self._iter_rows("WHERE batch = ? ORDER BY position", (index,)))
 
     def num_batches(self) -> int:
-        row = self._db.execute("SELECT MAX(batch) FROM evaluations").fetchone()
+        row = self._db.execute("SELECT MAX(batch) FROM asks").fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
+
+    def asks(self) -> list[StoredAsk]:
+        """Every request for suggestions, in the order they were made."""
+        return [StoredAsk(*row) for row in self._db.execute("SELECT batch, requested, asked_after FROM asks ORDER BY batch")]
 
     def _iter_rows(self, clause: str, args: tuple[Any, ...] = ()) -> Iterator[StoredEvaluation]:
         query = (
-            "SELECT id, batch, position, requested, encoding, architecture, fidelity, status, value, cost, metrics, error, seconds, attempts "
+            "SELECT id, batch, position, requested, encoding, architecture, fidelity, status, value, cost, metrics, error, seconds, attempts, arrival, told "
             f"FROM evaluations {clause}"
         )
-        for rid, batch, position, requested, enc, arch, fidelity, status, value, cost, metrics, error, seconds, attempts in self._db.execute(query, args):
+        for rid, batch, position, requested, enc, arch, fidelity, status, value, cost, metrics, error, seconds, attempts, arrival, told in self._db.execute(query, args):
             encoding: Encoding = tuple(json.loads(enc))
             evaluation = None
             if status != "running":
@@ -192,4 +273,4 @@ class Store:
                     metrics=json.loads(metrics or "{}"),
                     error=error,
                 )
-            yield StoredEvaluation(rid, batch, position, requested, Trial(encoding, fidelity), arch, status, evaluation, seconds, attempts)
+            yield StoredEvaluation(rid, batch, position, requested, Trial(encoding, fidelity), arch, status, evaluation, seconds, attempts, arrival, told)

@@ -10,10 +10,20 @@ from nas.strategies.base import Strategy
 
 
 class RandomSearch(Strategy):
-    """Uniform sampling without replacement."""
+    """Uniform sampling without replacement.
+
+    Suggestions are drawn one at a time, so that their sequence does not depend on how many
+    each ask requests (an asynchronous search asks as workers free up).
+    """
 
     def ask(self, n: int | None = None) -> list[Encoding]:
-        return self._mark_pending(self.random_unseen(n or self.default_batch_size))
+        picks: list[Encoding] = []
+        for _ in range(n or self.default_batch_size):
+            drawn = self._mark_pending(self.random_unseen(1))
+            if not drawn:
+                break  # the space is exhausted
+            picks += drawn
+        return picks
 
 
 class RegularizedEvolution(Strategy):

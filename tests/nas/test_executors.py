@@ -72,7 +72,7 @@ def _pids(history: SearchHistory) -> set[float]:
     return {e.metrics["pid"] for e in history.evaluations if e.status == "ok"}
 
 
-def test_process_executor_runs_batches_in_parallel_workers_and_stores_them_in_batch_order(tmp_path: Path, nb201: NB201Space) -> None:
+def test_process_executor_runs_evaluations_asynchronously_in_parallel_workers_and_stores_them_as_they_arrive(tmp_path: Path, nb201: NB201Space) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the search's setting, which workers must adopt
     try:
@@ -85,11 +85,15 @@ def test_process_executor_runs_batches_in_parallel_workers_and_stores_them_in_ba
     assert os.getpid() not in _pids(history) and len(_pids(history)) == 6  # a fresh process each
     assert {e.metrics["threads"] for e in history.evaluations} == {1.0}
     with sqlite3.connect(tmp_path / "store.sqlite") as db:
-        rows = db.execute("SELECT batch, position, requested, encoding, status, attempts FROM evaluations ORDER BY batch, position").fetchall()
-    # Random search proposes one at a time, but a batch asks for as many as run at once.
-    assert [(b, p, r) for b, p, r, *_ in rows] == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2), (2, 0, 2), (2, 1, 2)]
-    assert [tuple(json.loads(enc)) for _, _, _, enc, _, _ in rows] == history.encodings
-    assert all(status == "ok" and attempts == 1 for *_, status, attempts in rows)
+        rows = db.execute("SELECT batch, position, requested, encoding, status, attempts, arrival, told FROM evaluations ORDER BY batch, position").fetchall()
+        asks = db.execute("SELECT batch, requested, asked_after FROM asks ORDER BY batch").fetchall()
+    # One suggestion per free worker: two at the start, then one each time a worker frees up.
+    assert [(b, p, r) for b, p, r, *_ in rows] == [(0, 0, 2), (0, 1, 2), (1, 0, 1), (2, 0, 1), (3, 0, 1), (4, 0, 1)]
+    assert [a for _, _, a in asks] == [0, 1, 2, 3, 4]  # each new suggestion after one more result
+    by_arrival = sorted(rows, key=lambda r: r[6])
+    assert [tuple(json.loads(r[3])) for r in by_arrival] == history.encodings
+    assert [r[7] for r in by_arrival] == list(range(6))  # each told the moment it arrived
+    assert all(status == "ok" and attempts == 1 for *_, status, attempts, _, _ in rows)
 
 
 def test_a_candidate_that_kills_its_worker_fails_alone(nb201: NB201Space) -> None:
@@ -100,7 +104,9 @@ def test_a_candidate_that_kills_its_worker_fails_alone(nb201: NB201Space) -> Non
     assert crashed, "the seed must propose at least one crashing candidate"
     for evaluation in crashed:
         assert evaluation.status == "failed" and math.isnan(evaluation.value)
-        assert evaluation.error == "the worker process was killed by SIGKILL"
+        # A dead worker is rerun (executor.retries=1) before the candidate is failed.
+        assert evaluation.error == "the worker process was killed by SIGKILL (on each of 2 attempts)"
+    assert history.retried == len(crashed)
     survivors = [e for enc, e in zip(history.encodings, history.evaluations) if sum(enc) % 3]
     assert survivors and all(e.status == "ok" for e in survivors)
 
@@ -142,11 +148,15 @@ def test_slurm_executor_runs_submitit_jobs_on_the_local_cluster(tmp_path: Path, 
     # a package installed on the cluster.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     executor = SlurmExecutor(folder=str(tmp_path / "jobs"), cluster="local", max_concurrent=2, parameters={"timeout_min": 5, "slurm_partition": None}, poll_s=0.2)
-    history = _search(nb201, ArithmeticObjective(), executor, budget=3)
+    with Store(tmp_path / "store.sqlite", {"test": "slurm"}) as store:
+        history = _search(nb201, ArithmeticObjective(), executor, budget=3, store=store)
+        asks = store.asks()
 
     assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
+    assert len(history.evaluations) == len(set(history.encodings)) == 3  # exactly the budget
     assert os.getpid() not in _pids(history)
     assert list((tmp_path / "jobs").glob("*_result.pkl"))  # submitit's own job records
+    assert [ask.requested for ask in asks] == [2, 1]  # asynchronous: one job per free slot
 
 
 def test_workers_load_only_the_objective_file_their_search_signed(tmp_path: Path) -> None:
