@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from nas.cli import user_errors
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
+from nas.progress import format_duration
 
 STORE_FILE = "store.sqlite"
 SUMMARY_FILE = "summary.json"
@@ -67,11 +68,14 @@ class RunState:
         summary: ``summary.json`` when present.
         front: the stored Pareto front (architecture strings) of a multi-objective run;
             ``None`` for a single-objective one.
+        search_config: the resolved search-determining configuration the store was
+            created with (search space, objective, dataset, trainer, fidelity, seed).
     """
 
     run_dir: Path
     evaluations: list[RunEvaluation]
     config: dict[str, Any]
+    search_config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     front: list[str] | None = None
     created_at: float | None = None
@@ -191,20 +195,11 @@ def read_run(run_dir: str | Path) -> RunState:
         run_dir=run_dir,
         evaluations=evaluations,
         config=_saved_config(run_dir, summary, meta),
+        search_config=json.loads(meta.get("config", "{}")),
         summary=summary,
         front=list(front) if isinstance(front, list) else None,
         created_at=float(created) if created else None,
     )
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "unknown"
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _metric_text(value: Any) -> str:
@@ -288,8 +283,8 @@ def format_report(report: StatusReport) -> str:
         f"cost {report.cost:g}{budget} full evaluations{share}"
     )
     lines.append(
-        f"Time: {_duration(report.median_seconds)} per evaluation (median), {_duration(report.elapsed_seconds)} elapsed"
-        + ("" if report.seconds_left is None else f", about {_duration(report.seconds_left)} left")
+        f"Time: {format_duration(report.median_seconds)} per evaluation (median), {format_duration(report.elapsed_seconds)} elapsed"
+        + ("" if report.seconds_left is None else f", about {format_duration(report.seconds_left)} left")
     )
     if report.top:
         lines.append(f"Top {len(report.top)}:")
