@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
-from tqdm.auto import tqdm
+from lightning.pytorch.utilities.seed import isolate_rng
+from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 if TYPE_CHECKING:
@@ -129,6 +130,12 @@ def estimate_epoch_seconds(space: SearchSpace, datamodule: ImageClassificationDa
     after one untimed step, and scales them to the loaders' lengths (a validation step
     counted as a third of a training step). Enough to tell minutes from hours.
     """
+    # Building and training draw from torch's global generator: the search must not notice.
+    with isolate_rng():
+        return _timed_epoch(space, datamodule, steps, seed)
+
+
+def _timed_epoch(space: SearchSpace, datamodule: ImageClassificationDataModule, steps: int, seed: int) -> float:
     generator = torch.Generator().manual_seed(seed)
     encoding = tuple(int(v) for v in space.sample(1, generator)[0].tolist())
     network = space.to_module(encoding, num_classes=datamodule.num_classes)

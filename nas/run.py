@@ -19,13 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
-from nas.report import EvaluationRecord, surrogate_rank_correlation, write_report
+from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
+from nas.report import EvaluationRecord, search_gain_lines, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
+from nas.status import read_run
 from nas.store import Store
 from nas.strategies import Strategy, instantiate_strategy
-from nas.zero_cost import zero_cost_from_config
+from nas.zero_cost import cache_path, zero_cost_from_config
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,42 @@ def records_of(space: SearchSpace, history: SearchHistory) -> list[EvaluationRec
     ]
 
 
+def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output: Path, pretraining: bool) -> float:
+    """Log how many evaluations the search will run and roughly how long; returns the cost already spent."""
+    stored = read_run(output) if (output / "store.sqlite").is_file() else None
+    spent = stored.cost if stored is not None else 0.0
+    left = max(0.0, float(cfg.budget) - spent)
+    plan = f"search: {left:g} of {cfg.budget:g} full evaluations to run"
+    if trains_candidates(cfg.objective):
+        per_cost = stored.seconds_per_cost() if stored is not None else None
+        if per_cost is None:
+            per_cost = estimate_epoch_seconds(space, objective.dataset, seed=cfg.seed) * objective.fidelity.hi_epochs
+        plan += f", about {format_duration(per_cost)} each: roughly {format_duration(left * per_cost)} of training"
+    if pretraining and not cache_path(Path(cfg.zero_cost.cache_dir), space, cfg.zero_cost.num_samples, cfg.zero_cost.seed).exists():
+        plan += f", after the zero-cost metrics of {cfg.zero_cost.num_samples} architectures (computed once, then cached)"
+    log.info(plan)
+    return spent
+
+
+def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history: SearchHistory, output: Path) -> tuple[str, float] | None:
+    """The value of the configured reference architecture (``reference``), evaluated once like a candidate."""
+    text = cfg.get("reference")
+    if not text:
+        return None
+    encoding = space.parse(text)
+    for trial, evaluation in zip(history.trials, history.evaluations):
+        if trial.encoding == encoding and trial.fidelity == "hi" and evaluation.status == "ok":
+            return text, evaluation.value
+    path = output / "reference.json"
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    if cached.get("architecture") != text or cached.get("identity") != search_identity(cfg):
+        log.info("evaluating the reference architecture %s", text)
+        evaluation = objective.evaluate(encoding, "hi")
+        cached = {"architecture": text, "identity": search_identity(cfg), "value": evaluation.value, "status": evaluation.status}
+        path.write_text(json.dumps(cached, default=str))
+    return (text, float(cached["value"])) if cached.get("status") == "ok" else None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports."""
     configure_threads(cfg.threads)
@@ -87,14 +125,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output_dir)
     space = build_space(**cfg.searchspace)
     objective = build_objective(cfg, space)
+    pretraining = cfg.strategy.get("pretraining", "none") != "none"
+    spent = announce_search(cfg, space, objective, output, pretraining)
     zero_cost = None
-    if cfg.strategy.get("pretraining", "none") != "none":
+    if pretraining:
         zero_cost, _ = zero_cost_from_config(space, cfg.zero_cost)
     strategy: Strategy = instantiate_strategy(cfg.strategy, space, cfg.seed, zero_cost)
     logger = hydra.utils.instantiate(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), output)
 
     best = float("-inf")
+    progress = SearchProgress(cfg.budget, spent, objective.fidelity.hi_epochs if trains_candidates(cfg.objective) else None)
+    if getattr(objective, "on_epoch", False) is None:
+        objective.on_epoch = progress.on_epoch  # the candidate training in this process shows its epochs
 
     def on_evaluation(history: SearchHistory) -> None:
         nonlocal best
@@ -104,6 +147,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if record.competes:
             best = max(best, record.value)
         logger.log_evaluation(record, best, history.cost)
+        progress.on_evaluation(record.cost, best)
         log.info("evaluation %d (%s, %s): %s %.4g, best %.4g, cost %.2f", record.index, record.encoding, record.fidelity, record.status, record.value, best, history.cost)
 
     spearman_points: list[tuple[int, float]] = []
@@ -117,8 +161,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.log_surrogate(len(history.evaluations), rho)
 
     # The store first: a refused store must not start a Ray instance or Slurm jobs.
-    with Store(output / "store.sqlite", search_identity(cfg)) as store, hydra.utils.instantiate(cfg.executor) as executor:
-        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
+    with Store(output / "store.sqlite", search_identity(cfg)) as store, hydra.utils.instantiate(cfg.executor) as executor, bars_with_logging():
+        try:
+            history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
+        finally:
+            progress.close()
     if history.replayed:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
     records = records_of(space, history)
@@ -140,6 +187,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         print(f"Best architecture: {summary['best_architecture']}")
         print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
+        reference = reference_value(cfg, space, objective, history, output)
+        for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
+            print(line)
     print(f"Run directory: {output.resolve()}")
     return summary
 

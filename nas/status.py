@@ -112,16 +112,19 @@ class RunState:
         seconds = [e.seconds for e in self.evaluations if e.seconds is not None and e.status != "running"]
         return statistics.median(seconds) if seconds else None
 
+    def seconds_per_cost(self) -> float | None:
+        """Wall seconds per equivalent full evaluation so far (``None`` before any finished)."""
+        cost = self.cost
+        if cost <= 0:
+            return None
+        return sum(e.seconds or 0.0 for e in self.evaluations if e.finished_at is not None) / cost
+
     def seconds_left(self) -> float | None:
         """Wall time still needed for the budget, at the rate seen so far (``None`` when unknown)."""
-        budget, cost = self.budget, self.cost
-        done = [e for e in self.evaluations if e.finished_at is not None]
-        if budget is None or not done or cost <= 0:
+        budget, rate = self.budget, self.seconds_per_cost()
+        if budget is None or rate is None:
             return None
-        if cost >= budget:
-            return 0.0
-        spent = sum(e.seconds or 0.0 for e in done)
-        return spent / cost * (budget - cost)
+        return max(0.0, budget - self.cost) * rate
 
 
 def _store_rows(path: Path) -> tuple[list[RunEvaluation], dict[str, str]]:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from models.profiling import profile_model
 from nas.errors import NASError
+from nas.progress import track
 from nas.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def compute_zero_cost(
     sample_input = space.sample_input(1) if sample_input is None else sample_input
     rows = []
     started = time.perf_counter()
-    for i, code in enumerate(codes.tolist()):
+    for i, code in enumerate(track(codes.tolist(), codes.shape[0], "zero-cost metrics", unit="net")):
         with torch.no_grad():
             profile = profile_model(space.to_module(tuple(code)), sample_input, warmup=warmup, repetitions=repetitions)
         rows.append([profile.params, profile.flops, profile.latency_ms, profile.peak_memory_bytes])
