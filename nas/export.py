@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import platform
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,11 @@ from models.profiling import count_flops, count_parameters, measure_latency
 from models.reparam import reparameterize_model
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
-from nas.progress import SearchProgress
+from nas.progress import progress_bar
 from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.status import RunEvaluation, RunState, read_run
-from nas.train import ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
+from nas.train import EpochMetrics, ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
 from nas.train.data.base import DataSplits, InMemoryImages
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class ExportedModel:
     folder: Path
     architecture: str
     metrics: dict[str, Any]
+    network: nn.Module  # the trained train-time network, in eval mode
 
 
 def _model_key(architecture: str, epochs: int, seed: int, include_val: bool) -> str:
@@ -193,22 +195,26 @@ def train_final(
     if ckpt_path:
         log.info("resuming the final training from %s", last)
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    progress = SearchProgress(budget=1, epochs=epochs)
-    progress.budget_bar.set_description("final training")
-    try:
+    bar = progress_bar(epochs, "final training", unit="epoch")
+
+    def on_epoch(metrics: EpochMetrics) -> None:
+        bar.update(metrics.epoch - bar.n)
+        bar.set_postfix(held_out_acc=f"{100 * metrics.val_acc:.2f}", refresh=False)
+
+    with bar, warnings.catch_warnings():
+        # Resuming writes its checkpoints where the interrupted training wrote its own, on purpose.
+        warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
         result = train_and_evaluate(
             build,
             data,
             epochs=epochs,
             trainer=dataclasses.replace(settings, enable_checkpointing=True),
             optimizer=optimizer,
-            on_epoch=progress.on_epoch,
+            on_epoch=on_epoch,
             seed=seed,
             callbacks=[checkpoint],
             ckpt_path=ckpt_path,
         )
-    finally:
-        progress.close()
     # A resumed training that had already finished runs no epoch: its restored weights are the result.
     already_done = ckpt_path is not None and result.reason == "no epoch was validated"
     if not result.ok and not already_done:
@@ -373,7 +379,7 @@ def write_export(
     }
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
     (folder / CARD_FILE).write_text(model_card(metrics))
-    return ExportedModel(rank=rank, folder=folder, architecture=evaluation.architecture, metrics=metrics)
+    return ExportedModel(rank=rank, folder=folder, architecture=evaluation.architecture, metrics=metrics, network=network)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
