@@ -9,6 +9,8 @@ all. ``NAS_PROGRESS=0`` turns them off on a terminal too.
   below it, the epochs of the candidate training in the foreground;
 - :func:`estimate_epoch_seconds`: a few timed training steps of one candidate, from which
   the search announces how long it will roughly take before it starts.
+
+torch and Lightning are imported only by the estimate: drawing bars needs neither.
 """
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
-import torch
-from lightning.pytorch.utilities.seed import isolate_rng
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 if TYPE_CHECKING:
+    import torch
+
     from nas.space import SearchSpace
     from nas.train.callbacks import EpochMetrics
     from nas.train.data.base import ImageClassificationDataModule
@@ -44,9 +46,16 @@ def progress_enabled() -> bool:
     return bool(isatty is not None and isatty())
 
 
-def progress_bar(total: float | None, description: str, unit: str = "it", leave: bool = True, position: int | None = None) -> tqdm:
+#: The budget bar counts in equivalent full evaluations, which are fractions in multi-fidelity searches.
+BUDGET_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:g}/{total:g} evaluations [{elapsed}<{remaining}{postfix}]"
+
+
+def progress_bar(
+    total: float | None, description: str, unit: str = "it", leave: bool = True, position: int | None = None, bar_format: str | None = None
+) -> tqdm:
     """A tqdm bar on stderr, disabled (a silent no-op) when :func:`progress_enabled` is false."""
     return tqdm(
+        bar_format=bar_format,
         total=total,
         desc=description,
         unit=unit,
@@ -91,7 +100,7 @@ class SearchProgress:
     """
 
     def __init__(self, budget: float, spent: float = 0.0, epochs: int | None = None) -> None:
-        self.budget_bar = progress_bar(budget, "search", unit="eval", position=0)
+        self.budget_bar = progress_bar(budget, "search", unit="eval", position=0, bar_format=BUDGET_BAR_FORMAT)
         self.budget_bar.update(min(spent, budget))
         self.epochs = epochs
         self.epoch_bar: tqdm | None = None
@@ -130,12 +139,16 @@ def estimate_epoch_seconds(space: SearchSpace, datamodule: ImageClassificationDa
     after one untimed step, and scales them to the loaders' lengths (a validation step
     counted as a third of a training step). Enough to tell minutes from hours.
     """
+    from lightning.pytorch.utilities.seed import isolate_rng
+
     # Building and training draw from torch's global generator: the search must not notice.
     with isolate_rng():
         return _timed_epoch(space, datamodule, steps, seed)
 
 
 def _timed_epoch(space: SearchSpace, datamodule: ImageClassificationDataModule, steps: int, seed: int) -> float:
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     encoding = tuple(int(v) for v in space.sample(1, generator)[0].tolist())
     network = space.to_module(encoding, num_classes=datamodule.num_classes)
