@@ -269,12 +269,13 @@ def model_card(metrics: dict[str, Any]) -> str:
 
 def export_run(cfg: DictConfig) -> list[ExportedModel]:
     """Select, train, evaluate and export the configured run's winners."""
-    configure_threads(cfg.threads)
     if cfg.train_on not in TRAIN_ON:
         raise NASError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {cfg.train_on!r}.")
     if not int(cfg.epochs) >= 1:
         raise NASError(f"The final training needs at least 1 epoch, got {cfg.epochs}.")
     state = read_run(cfg.run_dir)
+    # The run's own thread count unless told otherwise: it was chosen for these networks and cores.
+    configure_threads(cfg.threads if cfg.threads is not None else state.config.get("threads"))
     chosen = select_evaluations(state, cfg.select, int(cfg.top_k))
     space = rebuild_space(state)
     dataset_node = _training_node(state, "dataset")

@@ -208,8 +208,10 @@ def read_run(run_dir: str | Path) -> RunState:
 def _metric_text(value: Any) -> str:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "-"
-    if abs(value) >= 1e5:
+    if abs(value) >= 1e6:
         return f"{value / 1e6:.3g}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:.3g}k"
     return f"{value:.4g}"
 
 
