@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
 from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
-from nas.report import EvaluationRecord, search_gain_lines, surrogate_rank_correlation, write_report
+from nas.report import EvaluationRecord, median_value, search_gain_lines, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.status import read_run
-from nas.store import Store
+from nas.store import Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.zero_cost import cache_path, zero_cost_from_config
 
@@ -104,16 +104,20 @@ def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history
     if not text:
         return None
     encoding = space.parse(text)
+    if getattr(objective, "needs_own_process", False):
+        log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
+        return None
     for trial, evaluation in zip(history.trials, history.evaluations):
         if trial.encoding == encoding and trial.fidelity == "hi" and evaluation.status == "ok":
             return text, evaluation.value
     path = output / "reference.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}
-    if cached.get("architecture") != text or cached.get("identity") != search_identity(cfg):
+    fingerprint = config_fingerprint(search_identity(cfg))
+    if cached.get("architecture") != text or cached.get("fingerprint") != fingerprint:
         log.info("evaluating the reference architecture %s", text)
         evaluation = objective.evaluate(encoding, "hi")
-        cached = {"architecture": text, "identity": search_identity(cfg), "value": evaluation.value, "status": evaluation.status}
-        path.write_text(json.dumps(cached, default=str))
+        cached = {"architecture": text, "fingerprint": fingerprint, "value": evaluation.value, "status": evaluation.status}
+        path.write_text(json.dumps(cached))
     return (text, float(cached["value"])) if cached.get("status") == "ok" else None
 
 
@@ -125,6 +129,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output_dir)
     space = build_space(**cfg.searchspace)
     objective = build_objective(cfg, space)
+    if cfg.get("reference"):
+        space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
     pretraining = cfg.strategy.get("pretraining", "none") != "none"
     spent = announce_search(cfg, space, objective, output, pretraining)
     zero_cost = None
@@ -170,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
     records = records_of(space, history)
     best = history.best()
+    reference = reference_value(cfg, space, objective, history, output) if best else None
     summary: dict[str, Any] = {
         "best_architecture": space.to_string(best[0].encoding) if best else None,
         "best_encoding": list(best[0].encoding) if best else None,
@@ -178,6 +185,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "failed": sum(r.status != "ok" for r in records),
         "resumed_evaluations": history.replayed,
         "cost": history.cost,
+        "median_value": median_value(records),
+        "reference": {"architecture": reference[0], "value": reference[1]} if reference else None,
     }
     pngs = write_report(output, records, spearman_points)
     logger.finish(records, records[history.trials.index(best[0])] if best else None, pngs)
@@ -187,7 +196,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         print(f"Best architecture: {summary['best_architecture']}")
         print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
-        reference = reference_value(cfg, space, objective, history, output)
         for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
             print(line)
     print(f"Run directory: {output.resolve()}")

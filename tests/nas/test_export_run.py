@@ -36,9 +36,10 @@ TINY_SEARCH = [
     "objective.measure_latency=false",
     "fidelity.hi_epochs=1",
     "strategy=random",
-    "reference=null",
     "budget=3",
 ]
+# A ResNet-like cell: the run evaluates it once and prints it beside the winner.
+REFERENCE = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"
 QUICK_EXPORT = ["epochs=1", "latency.warmup=0", "latency.repetitions=2"]
 
 
@@ -50,7 +51,7 @@ def _compose(name: str, overrides: list[str]) -> DictConfig:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("search") / "run"
-    run(_compose("config", [*TINY_SEARCH, f"output_dir={run_dir}"]))
+    run(_compose("config", [*TINY_SEARCH, f"reference='{REFERENCE}'", f"output_dir={run_dir}"]))
     return run_dir
 
 
@@ -120,6 +121,15 @@ def test_rerun_resumes_from_the_final_trainings_checkpoint(tiny_run: Path, expor
     images = _test_images()
     with torch.no_grad():
         assert torch.equal(again[0].network.eval()(images), exported[0].network(images))
+
+
+def test_run_compares_its_winner_with_the_median_candidate_and_the_reference(tiny_run: Path) -> None:
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    with sqlite3.connect(tiny_run / "store.sqlite") as db:
+        values = sorted(v for (v,) in db.execute("SELECT value FROM evaluations WHERE status = 'ok'"))
+    assert summary["median_value"] == values[len(values) // 2] and summary["best_value"] == values[-1]
+    assert summary["reference"]["architecture"] == REFERENCE and 0.0 <= summary["reference"]["value"] <= 100.0
+    assert json.loads((tiny_run / "reference.json").read_text())["value"] == summary["reference"]["value"]
 
 
 # ------------------------------------------------------------------ bad input: one sentence each
