@@ -284,7 +284,7 @@ def format_report(report: StatusReport) -> str:
     budget = f" / {report.budget:g}" if report.budget is not None else ""
     share = f" ({100 * report.cost / report.budget:.0f} %)" if report.budget else ""
     lines.append(
-        f"Evaluations: {report.evaluations} done ({report.succeeded} ok, {report.failed} failed), {report.running} running; "
+        f"Evaluations: {report.evaluations} done ({report.succeeded} ok, {report.failed} failed), {report.running} of the current batch running or queued; "
         f"cost {report.cost:g}{budget} full evaluations{share}"
     )
     lines.append(
