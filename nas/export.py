@@ -137,7 +137,11 @@ class FinalTrainingData(ImageClassificationDataModule):
 
 @torch.no_grad()
 def accuracy(network: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy (in %) of ``network`` (eval mode) on every batch of ``loader``."""
+    """Top-1 accuracy (in %) of ``network`` (eval mode) on every batch of ``loader``.
+
+    ``loader`` yields ``(images, labels)``: ``B x 3 x H x W`` floats and ``B`` class indices;
+    the network maps images to ``B x num_classes`` logits.
+    """
     network.eval()
     correct, seen = 0, 0
     for images, labels in loader:
