@@ -89,9 +89,11 @@ def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output:
     plan = f"search: {left:g} of {cfg.budget:g} full evaluations to run"
     if trains_candidates(cfg.objective):
         per_cost = stored.seconds_per_cost() if stored is not None else None
-        if per_cost is None:
+        if per_cost is None and objective.trainer.accelerator == "cpu":
+            # Timed here on the CPU, so only for CPU training: it would say nothing of a GPU's speed.
             per_cost = estimate_epoch_seconds(space, objective.dataset, seed=cfg.seed) * objective.fidelity.hi_epochs
-        plan += f", about {format_duration(per_cost)} each: roughly {format_duration(left * per_cost)} of training"
+        if per_cost is not None:
+            plan += f", about {format_duration(per_cost)} each: roughly {format_duration(left * per_cost)} of training"
     if pretraining and not cache_path(Path(cfg.zero_cost.cache_dir), space, cfg.zero_cost.num_samples, cfg.zero_cost.seed).exists():
         plan += f", after the zero-cost metrics of {cfg.zero_cost.num_samples} architectures (computed once, then cached)"
     log.info(plan)
