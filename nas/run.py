@@ -83,7 +83,10 @@ def records_of(space: SearchSpace, history: SearchHistory) -> list[EvaluationRec
 
 def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output: Path, pretraining: bool) -> float:
     """Log how many evaluations the search will run and roughly how long; returns the cost already spent."""
-    stored = read_run(output) if (output / "store.sqlite").is_file() else None
+    try:
+        stored = read_run(output) if (output / "store.sqlite").is_file() else None
+    except NASError:
+        stored = None  # the store itself says what is wrong with it when the search opens it
     spent = stored.cost if stored is not None else 0.0
     left = max(0.0, float(cfg.budget) - spent)
     plan = f"search: {left:g} of {cfg.budget:g} full evaluations to run"

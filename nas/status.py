@@ -132,6 +132,9 @@ def _store_rows(path: Path) -> tuple[list[RunEvaluation], dict[str, str]]:
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
         try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"meta", "evaluations"} <= tables:
+                return [], {}  # a store the search is creating at this instant (or an empty file)
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             query = (
                 "SELECT architecture, encoding, fidelity, status, value, cost, metrics, error, started_at, finished_at, seconds "

@@ -93,6 +93,8 @@ def test_not_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         read_run(tmp_path / "nowhere")
     with pytest.raises(NASError, match="has no store.sqlite"):
         read_run(tmp_path)
+    (tmp_path / "store.sqlite").touch()  # what a reader that connects first leaves for the search to fill
+    assert read_run(tmp_path).evaluations == []
     (tmp_path / "store.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path)])
