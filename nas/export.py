@@ -362,7 +362,7 @@ def write_export(
             "median_ms": latency.median_ms,
             "batch_size": latency.batch_size,
             "repetitions": latency.repetitions,
-            "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})",
         },
         "onnx_max_abs_error": onnx_error,
         "reloaded_max_abs_error": reloaded_error,
