@@ -1,21 +1,42 @@
-"""Export fused (inference-time) networks to ONNX and check them against PyTorch.
+"""Export fused (inference-time) networks to ONNX and check them against PyTorch; load exported folders.
 
-Needs the optional ``export`` extras (``onnx``, ``onnxruntime``)::
+ONNX needs the optional ``export`` extras (``onnx``, ``onnxruntime``)::
 
     python -m models.export mobileone_s0 mobileone_s0.onnx --num-classes 10
+
+An *export folder* (written by ``python -m nas.export``) holds one trained network as
+data only: ``architecture.json`` (the search space's configuration and the
+architecture) and safetensors weights, unfused and fused. :func:`load_exported` rebuilds
+the network from them without executing any stored code, and timm builds it too::
+
+    timm.create_model("nas_exported", pretrained=True, pretrained_cfg_overlay=dict(file="export/rank1/model_fused.safetensors"))
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from timm.models import register_model as timm_register_model
 from torch import nn
 
 from models.reparam import reparameterize_model
+from nas.errors import NASError
+
+#: ``format`` of an export folder's ``architecture.json``.
+EXPORT_FORMAT = "nas-export/1"
+ARCHITECTURE_FILE = "architecture.json"
+WEIGHTS_FILE = "model.safetensors"
+FUSED_WEIGHTS_FILE = "model_fused.safetensors"
+ONNX_FILE = "model_fused.onnx"
+CARD_FILE = "README.md"
 
 
 def _require(module: str) -> ModuleType:
@@ -112,6 +133,117 @@ def export_and_check(
             f"above the tolerance {tolerance:g} x scale."
         )
     return error
+
+
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s state as safetensors (shared tensors stored once)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path))
+    return path
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors weights into ``model`` (every tensor, exact shapes); :class:`NASError` if they do not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise NASError(f"The weights file {path} does not exist.")
+    try:
+        load_model(model, str(path), strict=True)
+    except (SafetensorError, OSError) as exc:
+        raise NASError(f"The weights file {path} is damaged or not a safetensors file ({exc}).") from None
+    except RuntimeError as exc:  # missing/unexpected keys or shapes: weights of another network
+        first = str(exc).strip().splitlines()[0]
+        raise NASError(f"The weights file {path} does not fit the network of its folder ({first}).") from None
+    return model
+
+
+def read_architecture(folder: str | Path) -> dict[str, Any]:
+    """The ``architecture.json`` of an export folder, checked."""
+    path = Path(folder) / ARCHITECTURE_FILE
+    if not path.is_file():
+        raise NASError(f"{folder} is not an export folder: it has no {ARCHITECTURE_FILE}.")
+    try:
+        architecture = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NASError(f"{path} is damaged: it is not valid JSON ({exc}).") from None
+    if not isinstance(architecture, dict) or architecture.get("format") != EXPORT_FORMAT:
+        raise NASError(f"{path} is not an architecture file of format {EXPORT_FORMAT}.")
+    return architecture
+
+
+def build_network(architecture: dict[str, Any]) -> nn.Module:
+    """The train-time (unfused) network an ``architecture.json`` describes, with fresh weights.
+
+    The search space is rebuilt from its stored configuration and the network from the
+    stored encoding. A width coefficient that the space measured (the ``attention``
+    space) is taken from the file, so the network has the exported shapes on any machine.
+    """
+    from models.snapformer import swiftformer_with_attention
+    from nas.spaces import build_space
+
+    try:
+        space = build_space(**architecture["searchspace"])
+        encoding = space.validate(architecture["encoding"])
+        num_classes = int(architecture["num_classes"])
+        coefficient = architecture.get("width_coefficient")
+        if coefficient is not None:
+            design = space.design(encoding)  # type: ignore[attr-defined]
+            return swiftformer_with_attention(
+                design, space.variant, float(coefficient), num_classes=num_classes, distillation_head=space.distillation_head  # type: ignore[attr-defined]
+            )
+        return space.to_module(encoding, num_classes=num_classes)
+    except NASError as exc:
+        raise NASError(f"The search space of architecture {architecture.get('architecture')!r} cannot be rebuilt: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise NASError(f"The search space of architecture {architecture.get('architecture')!r} cannot be rebuilt ({type(exc).__name__}: {exc}).") from None
+
+
+def load_exported(path: str | Path, fused: bool = True, weights: bool = True) -> nn.Module:
+    """The trained network of an export folder, in eval mode.
+
+    Args:
+        path: the export folder, or any file in it (e.g. its ``model_fused.safetensors``).
+        fused: the re-parameterised inference network (``model_fused.safetensors``);
+            ``False``: the train-time network (``model.safetensors``), to fine-tune.
+        weights: load the trained weights (``False``: the architecture only).
+
+    Raises:
+        NASError: not an export folder, a space that cannot be rebuilt, damaged weights.
+    """
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    network = build_network(read_architecture(folder))
+    if fused:
+        network = reparameterize_model(network, inplace=True)
+    if weights:
+        load_weights(network, folder / (FUSED_WEIGHTS_FILE if fused else WEIGHTS_FILE))
+    return network.eval()
+
+
+@timm_register_model
+def nas_exported(
+    pretrained: bool = False,
+    pretrained_cfg: Any = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    cache_dir: Any = None,
+    fused: bool | None = None,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """timm entrypoint of an exported network: ``pretrained_cfg_overlay=dict(file=...)`` names a
+    file of its export folder (the fused weights by default, the unfused ones to fine-tune)."""
+    file = (pretrained_cfg_overlay or {}).get("file")
+    if not file:
+        raise NASError("timm model 'nas_exported' needs pretrained_cfg_overlay=dict(file=<a file of an export folder>).")
+    if fused is None:
+        fused = Path(file).name != WEIGHTS_FILE
+    model = load_exported(file, fused=fused, weights=pretrained)
+    expected = read_architecture(Path(file).parent)["num_classes"]
+    if num_classes is not None and num_classes != expected:
+        raise NASError(f"The exported network has {expected} classes, not the {num_classes} requested.")
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -273,3 +273,25 @@ def convergence_plot(results: Mapping[str, Sequence[SeedTrace]], optimum: float,
     ax_rho.set(xlabel="evaluations", ylabel="Spearman ρ over the whole space", title="Surrogate rank correlation")
     _save(figure, [ax_regret, ax_rho], path)
 
+
+
+def median_value(records: Sequence[EvaluationRecord]) -> float | None:
+    """Median value of the successful full evaluations (the typical candidate); ``None`` without any."""
+    values = [r.value for r in records if r.competes]
+    return statistics.median(values) if values else None
+
+
+def search_gain_lines(best: EvaluationRecord, records: Sequence[EvaluationRecord], reference: tuple[str, float] | None = None) -> list[str]:
+    """What searching bought: the winner against the median candidate and, when given, a reference.
+
+    ``reference`` is ``(architecture, value)`` of a well-known architecture of the space,
+    evaluated like every candidate.
+    """
+    lines = []
+    median = median_value(records)
+    if median is not None:
+        lines.append(f"  median candidate: {median:.4f} ({best.value - median:+.2f} for the winner, over {sum(r.competes for r in records)} candidates)")
+    if reference is not None:
+        architecture, value = reference
+        lines.append(f"  reference {architecture}: {value:.4f} ({best.value - value:+.2f} for the winner)")
+    return lines

@@ -19,14 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
+from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
 from nas.proxies import dataset_batch
-from nas.report import EvaluationRecord, surrogate_rank_correlation, write_report
+from nas.report import EvaluationRecord, median_value, search_gain_lines, surrogate_rank_correlation, write_report
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
-from nas.store import Store
+from nas.status import read_run
+from nas.store import Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
-from nas.zero_cost import zero_cost_from_config
+from nas.zero_cost import zero_cost_from_config, zero_cost_ready
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,51 @@ def records_of(space: SearchSpace, history: SearchHistory) -> list[EvaluationRec
     ]
 
 
+def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output: Path, pretraining: bool) -> float:
+    """Log how many evaluations the search will run and roughly how long; returns the cost already spent."""
+    try:
+        stored = read_run(output) if (output / "store.sqlite").is_file() else None
+    except NASError:
+        stored = None  # the store itself says what is wrong with it when the search opens it
+    spent = stored.cost if stored is not None else 0.0
+    left = max(0.0, float(cfg.budget) - spent)
+    plan = f"search: {left:g} of {cfg.budget:g} full evaluations to run"
+    if trains_candidates(cfg.objective):
+        per_cost = stored.seconds_per_cost() if stored is not None else None
+        if per_cost is None and objective.trainer.accelerator == "cpu":
+            # Timed here on the CPU, so only for CPU training: it would say nothing of a GPU's speed.
+            per_cost = estimate_epoch_seconds(space, objective.dataset, seed=cfg.seed) * objective.fidelity.hi_epochs
+        if per_cost is not None:
+            plan += f", about {format_duration(per_cost)} each: roughly {format_duration(left * per_cost)} of training"
+    if pretraining and not zero_cost_ready(space, cfg.zero_cost, has_dataset=getattr(objective, "dataset", None) is not None):
+        plan += f", after the zero-cost metrics of {cfg.zero_cost.num_samples} architectures (computed once, then cached)"
+    log.info(plan)
+    return spent
+
+
+def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history: SearchHistory, output: Path) -> tuple[str, float] | None:
+    """The value of the configured reference architecture (``reference``), evaluated once like a candidate."""
+    text = cfg.get("reference")
+    if not text:
+        return None
+    encoding = space.parse(text)
+    if getattr(objective, "needs_own_process", False):
+        log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
+        return None
+    for trial, evaluation in zip(history.trials, history.evaluations):
+        if trial.encoding == encoding and trial.fidelity == "hi" and evaluation.status == "ok":
+            return text, evaluation.value
+    path = output / "reference.json"
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    fingerprint = config_fingerprint(search_identity(cfg))
+    if cached.get("architecture") != text or cached.get("fingerprint") != fingerprint:
+        log.info("evaluating the reference architecture %s", text)
+        evaluation = objective.evaluate(encoding, "hi")
+        cached = {"architecture": text, "fingerprint": fingerprint, "value": evaluation.value, "status": evaluation.status}
+        path.write_text(json.dumps(cached))
+    return (text, float(cached["value"])) if cached.get("status") == "ok" else None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports."""
     configure_threads(cfg.threads)
@@ -88,8 +135,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output_dir)
     space = build_space(**cfg.searchspace)
     objective = build_objective(cfg, space)
+    if cfg.get("reference"):
+        space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
+    pretraining = cfg.strategy.get("pretraining", "none") != "none"
+    spent = announce_search(cfg, space, objective, output, pretraining)
     zero_cost = None
-    if cfg.strategy.get("pretraining", "none") != "none":
+    if pretraining:
         datamodule = getattr(objective, "dataset", None)
         batch = dataset_batch(datamodule, int(cfg.zero_cost.get("proxy_batch_size", 32))) if datamodule is not None else None
         zero_cost, _ = zero_cost_from_config(space, cfg.zero_cost, dataset_batch=batch)
@@ -98,6 +149,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     logger.start(OmegaConf.to_container(cfg, resolve=True), output)
 
     best = float("-inf")
+    progress = SearchProgress(cfg.budget, spent, objective.fidelity.hi_epochs if trains_candidates(cfg.objective) else None)
+    if getattr(objective, "on_epoch", False) is None:
+        objective.on_epoch = progress.on_epoch  # the candidate training in this process shows its epochs
 
     def on_evaluation(history: SearchHistory) -> None:
         nonlocal best
@@ -107,6 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if record.competes:
             best = max(best, record.value)
         logger.log_evaluation(record, best, history.cost)
+        progress.on_evaluation(record.cost, best)
         log.info("evaluation %d (%s, %s): %s %.4g, best %.4g, cost %.2f", record.index, record.encoding, record.fidelity, record.status, record.value, best, history.cost)
 
     spearman_points: list[tuple[int, float]] = []
@@ -121,12 +176,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # A refused store must not start a Ray instance, and a refused executor must not write a store.
     Store.verify(output / "store.sqlite", search_identity(cfg))
-    with hydra.utils.instantiate(cfg.executor) as executor, Store(output / "store.sqlite", search_identity(cfg)) as store:
-        history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
+    with hydra.utils.instantiate(cfg.executor) as executor, Store(output / "store.sqlite", search_identity(cfg)) as store, bars_with_logging():
+        try:
+            history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
+        finally:
+            progress.close()
     if history.replayed:
         log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
     records = records_of(space, history)
     best = history.best()
+    reference = reference_value(cfg, space, objective, history, output) if best else None
     summary: dict[str, Any] = {
         "best_architecture": space.to_string(best[0].encoding) if best else None,
         "best_encoding": list(best[0].encoding) if best else None,
@@ -135,6 +194,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "failed": sum(r.status != "ok" for r in records),
         "resumed_evaluations": history.replayed,
         "cost": history.cost,
+        "median_value": median_value(records),
+        "reference": {"architecture": reference[0], "value": reference[1]} if reference else None,
     }
     pngs = write_report(output, records, spearman_points)
     logger.finish(records, records[history.trials.index(best[0])] if best else None, pngs)
@@ -144,6 +205,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         print(f"Best architecture: {summary['best_architecture']}")
         print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
+        for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
+            print(line)
     print(f"Run directory: {output.resolve()}")
     return summary
 

@@ -30,6 +30,7 @@ from models.profiling import count_flops, count_parameters, flush_denormals, mea
 from models.reparam import reparameterize_model
 from nas.errors import NASError
 from nas.paths import resolve_path
+from nas.progress import track
 from nas.proxies import DATA_FREE_PROXIES, PROXIES, ProxyBatch, check_proxy_names, compute_proxies, gaussian_batch
 from nas.space import SearchSpace
 
@@ -186,7 +187,7 @@ def compute_zero_cost(
     rows = []
     started = time.perf_counter()
     with flush_denormals():
-        for i, code in enumerate(codes.tolist()):
+        for i, code in enumerate(track(codes.tolist(), codes.shape[0], "zero-cost metrics", unit="net")):
             row = _cost_row(scorer, tuple(code), costs, sample_input, warmup, repetitions) if costs else {}
             if proxies:
                 num_classes = proxy_batch.num_classes if proxy_batch is not None else 10
@@ -279,8 +280,8 @@ def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: Prox
             proxy_space = build_space(space.name, **{**space_settings(space), **overrides})
         except TypeError:
             raise NASError(f"zero_cost.network overrides {sorted(overrides)} do not apply to search space {space.name}; leave zero_cost.network empty.") from None
-    proxy_key = json.dumps({"input": batch.source if batch is not None else "none", "batch": int(batch.inputs.shape[0]) if batch is not None else 0, "network": overrides}, sort_keys=True)
-    num_samples = settings.num_samples if settings.num_samples == "all" else int(settings.num_samples)
+    proxy_key = _proxy_key(settings, batch.source if batch is not None else "none")
+    num_samples = _num_samples(settings)
     shipped = resolve_path(settings.file) if settings.get("file") else None
     return load_or_compute_zero_cost(
         space,
@@ -295,6 +296,35 @@ def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: Prox
         proxy_batch=batch,
         proxy_space=proxy_space,
     )
+
+
+def _num_samples(settings: Any) -> int | str:
+    return settings.num_samples if settings.num_samples == "all" else int(settings.num_samples)
+
+
+def _proxy_key(settings: Any, source: str) -> str:
+    """What, besides the space and the sample, decides the values of a zero-cost file."""
+    batch = int(settings.get("proxy_batch_size", 32)) if source != "none" else 0
+    return json.dumps({"input": source, "batch": batch, "network": dict(settings.get("network") or {})}, sort_keys=True)
+
+
+def zero_cost_ready(space: SearchSpace, settings: Any, has_dataset: bool) -> bool:
+    """Whether :func:`zero_cost_from_config` would compute nothing (every metric is cached or shipped)."""
+    metrics = list(settings.get("metrics", COST_METRICS))
+    kind = settings.get("proxy_input", "auto")
+    source = ("dataset" if has_dataset else "gaussian") if kind == "auto" else kind
+    source = source if any(m in PROXIES for m in metrics) else "none"
+    path = cache_path(Path(settings.cache_dir), space, _num_samples(settings), int(settings.seed), _proxy_key(settings, source))
+    candidates = [path] + ([resolve_path(settings.file)] if settings.get("file") else [])
+    for candidate in candidates:
+        if candidate.exists():
+            try:
+                with safe_open(str(candidate), framework="pt") as handle:
+                    stored = json.loads((handle.metadata() or {}).get("metrics", "[]"))
+            except (SafetensorError, OSError, ValueError):
+                return False
+            return all(m in stored for m in metrics)
+    return False
 
 
 def space_settings(space: SearchSpace) -> dict[str, object]:

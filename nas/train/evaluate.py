@@ -243,6 +243,7 @@ def train_and_evaluate(
     time_limit_s: float | None = None,
     seed: int | None = 0,
     callbacks: Sequence[Callback] = (),
+    ckpt_path: str | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``datamodule`` for ``epochs`` epochs and report each validated epoch.
 
@@ -258,6 +259,8 @@ def train_and_evaluate(
         time_limit_s: wall-time budget of ``fit``; hitting it fails the run.
         seed: seeds the weights and data order; the caller's random state is restored after.
         callbacks: extra Lightning callbacks.
+        ckpt_path: a Lightning checkpoint to resume training from (weights, optimiser,
+            schedule and epoch); the network is built first, then restored.
 
     Returns:
         The result; ``status`` is ``"failed"`` with a ``reason`` when the run raised,
@@ -283,7 +286,7 @@ def train_and_evaluate(
         try:
             network = model if isinstance(model, nn.Module) else model()
             module = ClassificationModule(network, datamodule.num_classes, optimizer)
-            lightning_trainer.fit(module, datamodule=datamodule)
+            lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except Exception as error:  # a candidate's failure of any kind is recorded, not raised
             reason = describe_failure(error)
             if torch.cuda.is_available():

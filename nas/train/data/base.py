@@ -36,6 +36,7 @@ class DataSplits:
     train: Dataset
     val: Dataset
     class_names: tuple[str, ...]
+    test: Dataset | None = None  # held out from the search, for the final evaluation of its winners
 
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
@@ -109,6 +110,16 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits.val, shuffle=False, drop_last=False)
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the source holds a test split that no search has seen."""
+        return self.splits.test is not None
+
+    def test_dataloader(self) -> DataLoader:
+        if self.splits.test is None:
+            raise DatasetError(f"{type(self).__name__} has no test split.")
+        return self._loader(self.splits.test, shuffle=False, drop_last=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(

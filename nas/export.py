@@ -1,0 +1,402 @@
+"""``python -m nas.export run_dir=RUN``: from a search to networks you can ship.
+
+Takes the best architecture of a run (``select=best``), its ``top_k`` best
+(``select=top``) or its Pareto front (``select=front``, multi-objective runs), trains each
+at a final fidelity (``epochs``; on train + validation data when the dataset has a test
+split; resumable from Lightning checkpoints), evaluates it on the test split (else on
+validation) and writes one folder per network under ``<run>/export/rank<k>/``:
+
+- ``model.safetensors`` / ``model_fused.safetensors``: train-time and fused weights;
+- ``architecture.json``: the architecture, its search space's configuration, classes, input;
+- ``model_fused.onnx``: the fused network, checked against PyTorch with onnxruntime;
+- ``metrics.json`` and ``README.md``: a model card (accuracy, parameters, FLOPs, latency of
+  the fused network on this machine, the search it came from).
+
+``models.load_exported(folder)`` rebuilds the network from the folder without executing
+stored code; ``timm.create_model("nas_exported", pretrained=True,
+pretrained_cfg_overlay=dict(file=".../model_fused.safetensors"))`` does the same for timm.
+The search space, dataset, trainer and optimiser are the run's own, read from its store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from models.export import (
+    ARCHITECTURE_FILE,
+    CARD_FILE,
+    EXPORT_FORMAT,
+    FUSED_WEIGHTS_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    export_and_check,
+    load_exported,
+    save_weights,
+)
+from models.profiling import count_flops, count_parameters, measure_latency
+from models.reparam import reparameterize_model
+from nas.cli import configure_threads, user_errors
+from nas.errors import NASError
+from nas.progress import progress_bar
+from nas.space import SearchSpace
+from nas.spaces import build_space
+from nas.status import RunEvaluation, RunState, read_run
+from nas.train import EpochMetrics, ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
+from nas.train.data.base import DataSplits, InMemoryImages
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("best", "top", "front")
+TRAIN_ON = ("auto", "train", "train+val")
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.json"
+
+
+def select_evaluations(state: RunState, select: str, top_k: int) -> list[RunEvaluation]:
+    """The evaluations to export, best first; :class:`NASError` when there are none."""
+    if select not in SELECTIONS:
+        raise NASError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}.")
+    ranked = state.ranked()
+    if not ranked:
+        raise NASError(f"The run {state.run_dir} holds no successful full evaluation to export.")
+    if select == "best":
+        return ranked[:1]
+    if select == "top":
+        if top_k < 1:
+            raise NASError(f"top_k must be at least 1, got {top_k}.")
+        return ranked[:top_k]
+    if state.front is None:
+        raise NASError(f"The run {state.run_dir} is single-objective: it has no Pareto front to export; use select=best or select=top.")
+    on_front = set(state.front)
+    return [e for e in ranked if e.architecture in on_front]
+
+
+def rebuild_space(state: RunState) -> SearchSpace:
+    """The run's search space, from the configuration its store was created with."""
+    config = state.search_config.get("searchspace")
+    if not isinstance(config, dict):
+        raise NASError(f"The search space of run {state.run_dir} cannot be rebuilt: its store records no search-space configuration.")
+    try:
+        return build_space(**config)
+    except NASError as exc:
+        raise NASError(f"The search space of run {state.run_dir} cannot be rebuilt: {exc}") from None
+    except TypeError as exc:
+        raise NASError(f"The search space of run {state.run_dir} cannot be rebuilt ({exc}).") from None
+
+
+def _training_node(state: RunState, key: str) -> dict[str, Any]:
+    node = state.search_config.get(key)
+    objective = str((state.search_config.get("objective") or {}).get("_target_", ""))
+    if not objective.endswith("TrainingObjective") or not isinstance(node, dict):
+        raise NASError(f"The run {state.run_dir} did not train its candidates (objective {objective or 'unknown'}): there is no trained network to export.")
+    return node
+
+
+def _merged(first: Dataset, second: Dataset) -> Dataset:
+    """``first`` then ``second`` as one dataset (one tensor when both are held in memory)."""
+    if isinstance(first, InMemoryImages) and isinstance(second, InMemoryImages):
+        return InMemoryImages(torch.cat([first.images, second.images]), torch.cat([first.labels, second.labels]))
+    return ConcatDataset([first, second])
+
+
+class FinalTrainingData(ImageClassificationDataModule):
+    """A run's dataset arranged for final training.
+
+    Trains on the training split, or on training + validation data (``include_val``);
+    Lightning's per-epoch validation, which here only shows progress, uses the test split
+    when there is one, else the validation split.
+    """
+
+    def __init__(self, source: ImageClassificationDataModule, include_val: bool) -> None:
+        super().__init__(
+            image_size=source.image_size, batch_size=source.batch_size, num_workers=source.num_workers, seed=source.seed, val_fraction=source.val_fraction
+        )
+        self.source = source
+        self.include_val = include_val
+
+    def load_splits(self) -> DataSplits:
+        splits = self.source.splits
+        train = _merged(splits.train, splits.val) if self.include_val else splits.train
+        held_out = splits.test if splits.test is not None else splits.val
+        return DataSplits(train=train, val=held_out, class_names=splits.class_names, test=splits.test)
+
+
+@torch.no_grad()
+def accuracy(network: nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy (in %) of ``network`` (eval mode) on every batch of ``loader``.
+
+    ``loader`` yields ``(images, labels)``: ``B x 3 x H x W`` floats and ``B`` class indices;
+    the network maps images to ``B x num_classes`` logits.
+    """
+    network.eval()
+    correct, seen = 0, 0
+    for images, labels in loader:
+        correct += int((network(images).argmax(dim=1) == labels).sum())
+        seen += int(labels.shape[0])
+    return 100.0 * correct / max(1, seen)
+
+
+@dataclass
+class ExportedModel:
+    """What was exported for one architecture."""
+
+    rank: int
+    folder: Path
+    architecture: str
+    metrics: dict[str, Any]
+    network: nn.Module  # the trained train-time network, in eval mode
+
+
+def _model_key(architecture: str, epochs: int, seed: int, include_val: bool) -> str:
+    """Names the checkpoint of one final training: a resumed training must be the same one."""
+    return hashlib.sha1(json.dumps([architecture, epochs, seed, include_val]).encode()).hexdigest()[:12]
+
+
+def _width_coefficient(space: SearchSpace, encoding: tuple[int, ...]) -> float | None:
+    """The measured width coefficient of spaces that have one (stored so reloading never re-measures)."""
+    coefficient = getattr(space, "width_coefficient", None)
+    return float(coefficient(encoding)) if callable(coefficient) else None
+
+
+def train_final(
+    space: SearchSpace,
+    encoding: tuple[int, ...],
+    data: FinalTrainingData,
+    settings: TrainerSettings,
+    optimizer: OptimizerConfig,
+    epochs: int,
+    seed: int,
+    checkpoint_dir: Path,
+    resume: bool,
+) -> nn.Module:
+    """Train one architecture for ``epochs``; returns the trained train-time network.
+
+    A checkpoint of the last finished epoch is kept in ``checkpoint_dir``; with ``resume``
+    an interrupted training continues from it (weights, optimiser, schedule, epoch).
+    """
+    built: list[nn.Module] = []
+
+    def build() -> nn.Module:
+        built.append(space.to_module(encoding, num_classes=data.num_classes))
+        return built[-1]
+
+    last = checkpoint_dir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if ckpt_path:
+        log.info("resuming the final training from %s", last)
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    bar = progress_bar(epochs, "final training", unit="epoch")
+
+    def on_epoch(metrics: EpochMetrics) -> None:
+        bar.update(metrics.epoch - bar.n)
+        bar.set_postfix(held_out_acc=f"{100 * metrics.val_acc:.2f}", refresh=False)
+
+    with bar, warnings.catch_warnings():
+        # Resuming writes its checkpoints where the interrupted training wrote its own, on purpose.
+        warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+        result = train_and_evaluate(
+            build,
+            data,
+            epochs=epochs,
+            trainer=dataclasses.replace(settings, enable_checkpointing=True),
+            optimizer=optimizer,
+            on_epoch=on_epoch,
+            seed=seed,
+            callbacks=[checkpoint],
+            ckpt_path=ckpt_path,
+        )
+    # A resumed training that had already finished runs no epoch: its restored weights are the result.
+    already_done = ckpt_path is not None and result.reason == "no epoch was validated"
+    if not result.ok and not already_done:
+        raise NASError(f"The final training of {space.to_string(encoding)} failed: {result.reason}.")
+    return built[-1]
+
+
+def model_card(metrics: dict[str, Any]) -> str:
+    """The markdown model card of one exported network."""
+    search = metrics["search"]
+    accuracy_line = f"| {metrics['accuracy_split']} accuracy (fused network) | {metrics['accuracy']:.2f} % |"
+    return "\n".join(
+        [
+            f"# {search['searchspace']} network, rank {metrics['rank']} of its search",
+            "",
+            f"Architecture: `{metrics['architecture']}`",
+            "",
+            "| | |",
+            "|---|---|",
+            accuracy_line,
+            f"| parameters (train-time / fused) | {metrics['params']:,} / {metrics['fused_params']:,} |",
+            f"| FLOPs (fused, one {metrics['input_shape'][1]}x{metrics['input_shape'][2]} image) | {metrics['flops']:,} |",
+            f"| latency (fused, batch {metrics['latency']['batch_size']}, median of {metrics['latency']['repetitions']}) "
+            f"| {metrics['latency']['median_ms']:.3f} ms on {metrics['latency']['device']} |",
+            f"| ONNX vs PyTorch (max abs difference) | {'not exported' if metrics['onnx_max_abs_error'] is None else format(metrics['onnx_max_abs_error'], '.2e')} |",
+            f"| classes | {metrics['num_classes']} |",
+            "",
+            "## Training",
+            "",
+            f"{metrics['epochs']} epochs on {metrics['trained_on']} of `{metrics['dataset']}` (seed {metrics['seed']}), "
+            f"with the search's optimiser settings; accuracy measured on the {metrics['accuracy_split']} split.",
+            "",
+            "## The search it came from",
+            "",
+            f"Run `{search['run_dir']}`: strategy {search['strategy']}, {search['evaluations']} evaluations; "
+            f"this architecture was evaluation {search['index']} and scored {search['value']:.3f} at the search's fidelity "
+            f"({search['epochs']} epochs, validation).",
+            "",
+            "## Use",
+            "",
+            "```python",
+            "import models, timm",
+            f"net = models.load_exported({str(metrics['folder'])!r})  # fused, eval mode",
+            f"net = timm.create_model('nas_exported', pretrained=True, pretrained_cfg_overlay=dict(file={str(Path(metrics['folder']) / FUSED_WEIGHTS_FILE)!r}))",
+            "```",
+            "",
+            f"Files: `{ARCHITECTURE_FILE}`, `{WEIGHTS_FILE}`, `{FUSED_WEIGHTS_FILE}`, `{ONNX_FILE}`, `{METRICS_FILE}`.",
+            "",
+        ]
+    )
+
+
+def export_run(cfg: DictConfig) -> list[ExportedModel]:
+    """Select, train, evaluate and export the configured run's winners."""
+    if cfg.train_on not in TRAIN_ON:
+        raise NASError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {cfg.train_on!r}.")
+    if not int(cfg.epochs) >= 1:
+        raise NASError(f"The final training needs at least 1 epoch, got {cfg.epochs}.")
+    state = read_run(cfg.run_dir)
+    # The run's own thread count unless told otherwise: it was chosen for these networks and cores.
+    configure_threads(cfg.threads if cfg.threads is not None else state.config.get("threads"))
+    chosen = select_evaluations(state, cfg.select, int(cfg.top_k))
+    space = rebuild_space(state)
+    dataset_node = _training_node(state, "dataset")
+    trainer_node = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else _training_node(state, "trainer")
+    objective_node = _training_node(state, "objective")
+    source: ImageClassificationDataModule = hydra.utils.instantiate(dataset_node)
+    settings: TrainerSettings = hydra.utils.instantiate(trainer_node)
+    optimizer: OptimizerConfig = hydra.utils.instantiate(objective_node.get("optimizer") or {"_target_": "nas.train.OptimizerConfig"})
+    include_val = cfg.train_on == "train+val" or (cfg.train_on == "auto" and source.has_test_split)
+    data = FinalTrainingData(source, include_val)
+    split = "test" if source.has_test_split else "validation"
+    output = Path(cfg.output_dir)
+    exported = []
+    for rank, evaluation in enumerate(chosen, start=1):
+        encoding = space.validate(evaluation.encoding)
+        key = _model_key(evaluation.architecture, int(cfg.epochs), int(cfg.seed), include_val)
+        log.info("final training of rank %d (%s): %d epochs", rank, evaluation.architecture, cfg.epochs)
+        network = train_final(space, encoding, data, settings, optimizer, int(cfg.epochs), int(cfg.seed), output / CHECKPOINT_DIR / key, bool(cfg.resume))
+        exported.append(write_export(cfg, state, space, evaluation, rank, encoding, network, data, split, include_val, output / f"rank{rank}"))
+    return exported
+
+
+def write_export(
+    cfg: DictConfig,
+    state: RunState,
+    space: SearchSpace,
+    evaluation: RunEvaluation,
+    rank: int,
+    encoding: tuple[int, ...],
+    network: nn.Module,
+    data: FinalTrainingData,
+    split: str,
+    include_val: bool,
+    folder: Path,
+) -> ExportedModel:
+    """Write one trained network's export folder and check that it reloads to the same outputs."""
+    network = network.cpu().eval()
+    fused = reparameterize_model(network)
+    held_out = data.test_dataloader() if split == "test" else data.source.val_dataloader()
+    sample_images = next(iter(held_out))[0][:4]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(network, folder / WEIGHTS_FILE)
+    save_weights(fused, folder / FUSED_WEIGHTS_FILE)
+    architecture = {
+        "format": EXPORT_FORMAT,
+        "architecture": evaluation.architecture,
+        "encoding": list(encoding),
+        "searchspace": state.search_config["searchspace"],
+        "width_coefficient": _width_coefficient(space, encoding),
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        "input_shape": list(data.input_shape),
+        "dataset": state.search_config.get("dataset"),
+    }
+    (folder / ARCHITECTURE_FILE).write_text(json.dumps(architecture, indent=1))
+    with torch.no_grad():
+        reloaded_error = float((load_exported(folder)(sample_images) - fused(sample_images)).abs().max())
+    onnx_error = None
+    if cfg.onnx:
+        try:
+            onnx_error = export_and_check(network, sample_images, folder / ONNX_FILE, tolerance=float(cfg.onnx_tolerance))
+        except ImportError as exc:
+            raise NASError(f"{exc} Or export without ONNX: onnx=false.") from None
+        except ValueError as exc:
+            raise NASError(f"The ONNX file of rank {rank} disagrees with PyTorch: {exc}") from None
+    single = torch.randn(1, *data.input_shape)
+    latency = measure_latency(fused, torch.randn(int(cfg.latency.batch_size), *data.input_shape), warmup=int(cfg.latency.warmup), repetitions=int(cfg.latency.repetitions), fuse=False)
+    fidelity = state.search_config.get("fidelity") or {}
+    metrics: dict[str, Any] = {
+        "rank": rank,
+        "folder": str(folder),
+        "architecture": evaluation.architecture,
+        "accuracy": accuracy(fused, held_out),
+        "accuracy_unfused": accuracy(network, held_out),
+        "accuracy_split": split,
+        "params": count_parameters(network),
+        "fused_params": count_parameters(fused, trainable_only=False),
+        "flops": count_flops(fused, single),
+        "latency": {
+            "median_ms": latency.median_ms,
+            "batch_size": latency.batch_size,
+            "repetitions": latency.repetitions,
+            "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})",
+        },
+        "onnx_max_abs_error": onnx_error,
+        "reloaded_max_abs_error": reloaded_error,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "epochs": int(cfg.epochs),
+        "seed": int(cfg.seed),
+        "trained_on": "training + validation data" if include_val else "the training data",
+        "dataset": str((state.search_config.get("dataset") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
+        "search": {
+            "run_dir": str(state.run_dir),
+            "searchspace": space.name,
+            "strategy": str((state.search_config.get("strategy") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
+            "evaluations": len(state.evaluations),
+            "index": evaluation.index,
+            "value": evaluation.value,
+            "epochs": fidelity.get("hi_epochs"),
+        },
+    }
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+    (folder / CARD_FILE).write_text(model_card(metrics))
+    return ExportedModel(rank=rank, folder=folder, architecture=evaluation.architecture, metrics=metrics, network=network)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        for model in export_run(cfg):
+            m = model.metrics
+            print(
+                f"rank {model.rank}: {m['accuracy_split']} accuracy {m['accuracy']:.2f} %, {m['fused_params']:,} parameters (fused), "
+                f"{m['latency']['median_ms']:.3f} ms -> {model.folder}"
+            )
+
+
+if __name__ == "__main__":
+    main()
