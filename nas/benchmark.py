@@ -163,6 +163,15 @@ def _report_values(space: SearchSpace, table: str, cfg: DictConfig) -> torch.Ten
     return TableObjective(space, table, column).values
 
 
+def _mean_row(name: str, columns: list[list[float | None]], fmt: str) -> str:
+    """A markdown row: ``name``, then the mean of each column's known values (``–`` if none)."""
+    cells = []
+    for column in columns:
+        known = [v for v in column if v is not None]
+        cells.append(fmt.format(statistics.fmean(known)) if known else "–")
+    return f"| {name} | {' | '.join(cells)} |"
+
+
 def _stats(values: list[float]) -> tuple[float, float, float, float]:
     return min(values), max(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -188,19 +197,11 @@ def markdown_report(results: dict[str, list[SeedRecord]], budget: int, optimum: 
         lines.append(f"| {name} | {cells} | {len(hits)}/{len(records)} | {statistics.fmean(counted):.1f} |")
     lines += ["", "## Best value after 100 and 200 evaluations (mean over seeds)", "", "| Strategy | 100 | 200 |", "|---|---|---|"]
     for name, records in results.items():
-        cells = []
-        for key in ("best_at_100", "best_at_200"):
-            values = [getattr(r, key) for r in records if getattr(r, key) is not None]
-            cells.append(f"{statistics.fmean(values):.4f}" if values else "–")
-        lines.append(f"| {name} | {' | '.join(cells)} |")
+        lines.append(_mean_row(name, [[getattr(r, key) for r in records] for key in ("best_at_100", "best_at_200")], "{:.4f}"))
     lines += ["", f"## Regret of the returned architecture after 50 / 100 / 200 evaluations (mean over seeds, {report_column})", ""]
     lines += ["| Strategy | 50 | 100 | 200 |", "|---|---|---|---|"]
     for name, records in results.items():
-        cells = []
-        for n in REGRET_AT:
-            values = [r.regret_at[str(n)] for r in records if str(n) in r.regret_at]
-            cells.append(f"{statistics.fmean(values):.4f}" if values else "–")
-        lines.append(f"| {name} | {' | '.join(cells)} |")
+        lines.append(_mean_row(name, [[r.regret_at.get(str(n)) for r in records] for n in REGRET_AT], "{:.4f}"))
     with_prior = {n: rs[0].metric_head_spearman for n, rs in results.items() if rs and rs[0].metric_head_spearman}
     if with_prior:
         lines += ["", f"## Spearman correlation of the pretrained metric heads with {report_column} (first seed, before any observation)", ""]
@@ -214,11 +215,7 @@ def markdown_report(results: dict[str, list[SeedRecord]], budget: int, optimum: 
         lines += ["", "## Surrogate Spearman correlation with the table over the whole space (mean over seeds)", ""]
         lines += ["| Strategy | " + " | ".join(f"after {p}" for p in points) + " |", "|---" * (len(points) + 1) + "|"]
         for name, records in with_rho.items():
-            cells = []
-            for p in points:
-                values = [r.spearman[str(p)] for r in records if str(p) in r.spearman]
-                cells.append(f"{statistics.fmean(values):.3f}" if values else "–")
-            lines.append(f"| {name} | {' | '.join(cells)} |")
+            lines.append(_mean_row(name, [[r.spearman.get(str(p)) for r in records] for p in points], "{:.3f}"))
     lines += ["", "## Search overhead", "", "| Strategy | Median time to choose a batch (s) | Mean wall time per seed (s) |", "|---|---|---|"]
     for name, records in results.items():
         lines.append(

@@ -23,17 +23,9 @@ from nas.space import Encoding
 from nas.spaces.nb201 import NB201Space
 from nas.store import Store
 from nas.strategies import RandomSearch
+from tests.nas.tiny_runs import TINY_TRAINING
 
 ROOT = Path(__file__).resolve().parents[2]
-# `python -m nas.run` training each candidate for one epoch on the 8x8 digits.
-TINY_TRAINING = [
-    "searchspace=nb201_small",
-    "searchspace.channels=4",
-    "searchspace.resolution=8",
-    "objective.measure_latency=false",
-    "fidelity.hi_epochs=1",
-    "strategy=random",
-]
 
 
 def _run_env(tmp_path: Path) -> dict[str, str]:

@@ -25,19 +25,12 @@ from nas.objectives.base import Evaluation
 from nas.run import run
 from nas.store import Store
 from nas.strategies.base import Trial
+from tests.nas.tiny_runs import TINY_TRAINING
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = str(ROOT / "configs")
 # A real search whose candidates train one epoch on 8x8 digits (with the digits' test split).
-TINY_SEARCH = [
-    "searchspace=nb201_small",
-    "searchspace.channels=4",
-    "searchspace.resolution=8",
-    "objective.measure_latency=false",
-    "fidelity.hi_epochs=1",
-    "strategy=random",
-    "budget=3",
-]
+TINY_SEARCH = [*TINY_TRAINING, "budget=3"]
 # A ResNet-like cell: the run evaluates it once and prints it beside the winner.
 REFERENCE = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"
 QUICK_EXPORT = ["epochs=1", "latency.warmup=0", "latency.repetitions=2"]

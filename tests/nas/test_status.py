@@ -15,18 +15,10 @@ from nas.objectives.base import Evaluation
 from nas.status import format_report, main, read_run, status_report
 from nas.store import Store
 from nas.strategies.base import Trial
+from tests.nas.tiny_runs import TINY_TRAINING
 
 # A real search of many one-epoch candidates on 8x8 digits: still running when it is read.
-RUNNING_SEARCH = [
-    "searchspace=nb201_small",
-    "searchspace.channels=4",
-    "searchspace.resolution=8",
-    "objective.measure_latency=false",
-    "fidelity.hi_epochs=1",
-    "strategy=random",
-    "reference=null",
-    "budget=200",
-]
+RUNNING_SEARCH = [*TINY_TRAINING, "reference=null", "budget=200"]
 
 
 def _finished_rows(store: Path) -> int:

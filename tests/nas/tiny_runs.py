@@ -1,0 +1,12 @@
+"""Command-line overrides shared by the tests that run real searches."""
+from __future__ import annotations
+
+#: `python -m nas.run` training each candidate of random search for one epoch on 8x8 digits.
+TINY_TRAINING: list[str] = [
+    "searchspace=nb201_small",
+    "searchspace.channels=4",
+    "searchspace.resolution=8",
+    "objective.measure_latency=false",
+    "fidelity.hi_epochs=1",
+    "strategy=random",
+]
