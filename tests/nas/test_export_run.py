@@ -137,8 +137,8 @@ def test_run_without_a_successful_evaluation(tmp_path: Path, tiny_run: Path) -> 
     with sqlite3.connect(tiny_run / "store.sqlite") as db:
         config = json.loads(dict(db.execute("SELECT key, value FROM meta").fetchall())["config"])
     with Store(tmp_path / "store.sqlite", config) as store:
-        row = store.start(0, 0, Trial((0, 0, 0, 0, 0, 0)), "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", 1)
-        store.finish(row, Evaluation(value=float("nan"), status="failed", error="time limit"), 1.0)
+        (row,) = store.ask(0, 1, 0, [Trial((0, 0, 0, 0, 0, 0))], ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+        store.finish(row, Evaluation(value=float("nan"), status="failed", error="time limit"), 1.0, arrival=0, told=0)
     with pytest.raises(NASError, match="holds no successful full evaluation"):
         export_run(_compose("export", [f"run_dir={tmp_path}", *QUICK_EXPORT]))
 

@@ -62,17 +62,17 @@ def test_zero_cost_metrics_are_real_measurements(nb201: NB201Space, small_zero_c
 
 
 def test_zero_cost_cache_round_trip_and_reuse(tmp_path: Path, nb201: NB201Space) -> None:
-    first = load_or_compute_zero_cost(nb201, tmp_path, num_samples=3, seed=1, warmup=0, repetitions=1)
+    first, _ = load_or_compute_zero_cost(nb201, tmp_path, num_samples=3, seed=1, warmup=0, repetitions=1)
     files = list(tmp_path.glob("*.safetensors"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    again = load_or_compute_zero_cost(nb201, tmp_path, num_samples=3, seed=1, warmup=0, repetitions=1)
+    again, _ = load_or_compute_zero_cost(nb201, tmp_path, num_samples=3, seed=1, warmup=0, repetitions=1)
     assert files[0].stat().st_mtime_ns == stamp  # loaded, not recomputed
     assert torch.equal(first.codes, again.codes) and torch.equal(first.values, again.values)
 
 
 def test_corrupted_or_foreign_zero_cost_files_are_refused(tmp_path: Path, nb201: NB201Space) -> None:
-    data = load_or_compute_zero_cost(nb201, tmp_path, num_samples=2, seed=0, warmup=0, repetitions=1)
+    data, _ = load_or_compute_zero_cost(nb201, tmp_path, num_samples=2, seed=0, warmup=0, repetitions=1)
     path = next(tmp_path.glob("*.safetensors"))
     with pytest.raises(NASError, match="belongs to search space"):
         ZeroCostData.load(path, NB201Space(channels=8))

@@ -67,9 +67,9 @@ def test_failures_and_best_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixtur
         Evaluation(value=95.5, metrics={"latency_ms": 1.25}),
     ]
     with Store(tmp_path / "store.sqlite", config) as store:
-        for position, evaluation in enumerate(results):
-            row = store.start(0, position, Trial((position,) * 6), f"arch-{position}", len(results))
-            store.finish(row, evaluation, 2.0)
+        rows = store.ask(0, len(results), 0, [Trial((position,) * 6) for position in range(len(results))], [f"arch-{p}" for p in range(len(results))])
+        for told, (row, evaluation) in enumerate(zip(rows, results)):
+            store.finish(row, evaluation, 2.0, arrival=told, told=told)
     report = status_report(read_run(tmp_path))
     assert [row["architecture"] for row in report.top] == ["arch-2", "arch-0"]
     assert report.failures == [{"index": 1, "architecture": "arch-1", "error": "time limit of 600 s reached during epoch 2 after 600.2 s"}]
