@@ -41,10 +41,15 @@ def _pi(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> torch.Tensor
     return torch.special.log_ndtr((mean - incumbent) / std)
 
 
+def _ei_value(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected improvement and its ``z = (mean - incumbent) / std``."""
+    z = (mean - incumbent) / std
+    return std * (z * torch.special.ndtr(z) + torch.exp(-0.5 * z * z) / (2 * torch.pi) ** 0.5), z
+
+
 def _ei(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> torch.Tensor:
     """Log expected improvement; where EI underflows to 0, ordered by ``z`` below all others."""
-    z = (mean - incumbent) / std
-    ei = std * (z * torch.special.ndtr(z) + torch.exp(-0.5 * z * z) / (2 * torch.pi) ** 0.5)
+    ei, z = _ei_value(mean, std, incumbent)
     return torch.where(ei > 0, torch.log(ei.clamp(min=1e-300)), -1e6 + z)
 
 
@@ -69,9 +74,7 @@ def probability_of_improvement(samples: torch.Tensor, incumbent: float, xi: floa
 
 def expected_improvement(samples: torch.Tensor, incumbent: float, xi: float = 0.0) -> torch.Tensor:
     """Expected improvement over ``incumbent + xi`` under the predictive distribution."""
-    mean, std = predictive(samples)
-    z = (mean - incumbent - xi) / std
-    return std * (z * torch.special.ndtr(z) + torch.exp(-0.5 * z * z) / (2 * torch.pi) ** 0.5)
+    return _ei_value(*predictive(samples), incumbent + xi)[0]
 
 
 def upper_confidence_bound(samples: torch.Tensor, incumbent: float, beta: float = 2.0) -> torch.Tensor:

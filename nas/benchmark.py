@@ -106,7 +106,7 @@ def run_one(task: dict[str, Any]) -> tuple[str, SeedRecord]:
     cfg = task["cfg"]
     space = build_space(**cfg.searchspace)
     objective = TableObjective(space, task["table"], cfg.column)
-    report = _report_values(space, task["table"], cfg)
+    report = _report_values(objective, task["table"], cfg)
     zero_cost = ZeroCostData.load(Path(task["zero_cost_path"]), space) if task["zero_cost_path"] else None
     started = time.perf_counter()
     strategy = instantiate_strategy(cfg.strategies[task["name"]], space, task["seed"], zero_cost)
@@ -157,10 +157,10 @@ def run_one(task: dict[str, Any]) -> tuple[str, SeedRecord]:
     return task["name"], record
 
 
-def _report_values(space: SearchSpace, table: str, cfg: DictConfig) -> torch.Tensor:
-    """The ``report_column`` values of every architecture (the searched column by default)."""
+def _report_values(objective: TableObjective, table: str, cfg: DictConfig) -> torch.Tensor:
+    """The ``report_column`` values of every architecture (the searched ``objective``'s by default)."""
     column = cfg.get("report_column") or cfg.column
-    return TableObjective(space, table, column).values
+    return objective.values if column == objective.column else TableObjective(objective.space, table, column).values
 
 
 def _mean_row(name: str, columns: list[list[float | None]], fmt: str) -> str:
@@ -320,8 +320,8 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
         raise NASError(f"Unknown strategy {unknown[0]!r}; valid strategies are {', '.join(cfg.strategies)}.")
     table = resolve_path(cfg.table)
     space = build_space(**cfg.searchspace)
-    TableObjective(space, table, cfg.column)  # validates the table before any work starts
-    report_values = _report_values(space, str(table), cfg)
+    objective = TableObjective(space, table, cfg.column)  # validates the table before any work starts
+    report_values = _report_values(objective, str(table), cfg)
     optimum = float(torch.nan_to_num(report_values, nan=-math.inf).max())
     output = Path(cfg.output_dir)
     needs_zero_cost = any(cfg.strategies[n].get("pretraining", "none") != "none" for n in cfg.include)

@@ -242,13 +242,17 @@ def load_or_compute_zero_cost(
     return data.select(metrics), source
 
 
-def proxy_batch_from_config(space: SearchSpace, settings: Any, dataset_batch: ProxyBatch | None = None) -> ProxyBatch | None:
-    """The batch the proxies of a ``zero_cost`` config are computed on (``None`` without one)."""
+def proxy_source(settings: Any, has_dataset: bool) -> str:
+    """``zero_cost.proxy_input`` with ``auto`` resolved: ``dataset`` when the search has one, else ``gaussian``."""
     kind = settings.get("proxy_input", "auto")
     if kind not in PROXY_INPUTS:
         raise NASError(f"Unknown zero_cost.proxy_input {kind!r}; valid inputs are {', '.join(PROXY_INPUTS)}.")
-    if kind == "auto":
-        kind = "dataset" if dataset_batch is not None else "gaussian"
+    return ("dataset" if has_dataset else "gaussian") if kind == "auto" else kind
+
+
+def proxy_batch_from_config(space: SearchSpace, settings: Any, dataset_batch: ProxyBatch | None = None) -> ProxyBatch | None:
+    """The batch the proxies of a ``zero_cost`` config are computed on (``None`` without one)."""
+    kind = proxy_source(settings, has_dataset=dataset_batch is not None)
     if kind == "none":
         return None
     if kind == "dataset":
@@ -311,9 +315,7 @@ def _proxy_key(settings: Any, source: str) -> str:
 def zero_cost_ready(space: SearchSpace, settings: Any, has_dataset: bool) -> bool:
     """Whether :func:`zero_cost_from_config` would compute nothing (every metric is cached or shipped)."""
     metrics = list(settings.get("metrics", COST_METRICS))
-    kind = settings.get("proxy_input", "auto")
-    source = ("dataset" if has_dataset else "gaussian") if kind == "auto" else kind
-    source = source if any(m in PROXIES for m in metrics) else "none"
+    source = proxy_source(settings, has_dataset) if any(m in PROXIES for m in metrics) else "none"
     path = cache_path(Path(settings.cache_dir), space, _num_samples(settings), int(settings.seed), _proxy_key(settings, source))
     candidates = [path] + ([resolve_path(settings.file)] if settings.get("file") else [])
     for candidate in candidates:

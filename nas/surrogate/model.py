@@ -12,6 +12,7 @@ import math
 from typing import Sequence
 
 import torch
+from scipy.stats import spearmanr
 
 from nas.errors import NASError
 from nas.proxies import PROXIES
@@ -190,13 +191,14 @@ class EnsembleSurrogate:
 
     def metric_correlations(self, codes: torch.Tensor, values: torch.Tensor) -> dict[str, float]:
         """Spearman correlation of each pretrained metric head's mean prediction with ``values``."""
+        if values.numel() < 3:
+            return {head: 0.0 for head in self.metric_heads}
         x = self.space.features(codes)
-        target = _ranks(values.double())
         out = {}
         for head in self.metric_heads:
-            predicted = _ranks(self.ensemble.predict(x, head).mean(0).double())
-            out[head] = float(torch.corrcoef(torch.stack([predicted, target]))[0, 1]) if values.numel() > 2 else 0.0
-        return {k: (v if v == v else 0.0) for k, v in out.items()}
+            rho = float(spearmanr(self.ensemble.predict(x, head).mean(0).double().numpy(), values.double().numpy()).statistic)
+            out[head] = rho if math.isfinite(rho) else 0.0  # constant predictions or values
+        return out
 
     def _start_from_metric_head(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str) -> None:
         """Initialise the ``fidelity`` head from the metric head that ranks the observations best."""
@@ -229,9 +231,3 @@ class EnsembleSurrogate:
         x = self.space.features(codes) if features is None else features
         return self.ensemble.predict(x, fidelity)
 
-
-def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks ``0..n-1`` of ``n`` values (ties broken by position)."""
-    ranks = torch.empty_like(values)
-    ranks[torch.argsort(values, stable=True)] = torch.arange(values.numel(), dtype=values.dtype)
-    return ranks
