@@ -31,6 +31,20 @@ def user_errors() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Runs the block with ``count`` intra-op threads (unchanged when ``None``)."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def configure_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads (worker processes share the cores between them)."""
     if threads:

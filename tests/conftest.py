@@ -5,7 +5,7 @@ from typing import Iterator
 
 import pytest
 
-from nas.train.evaluate import torch_threads
+from nas.cli import torch_threads
 
 
 @pytest.fixture(autouse=True)

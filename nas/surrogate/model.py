@@ -161,7 +161,7 @@ class EnsembleSurrogate:
             self._start_from_metric_head(codes, values, fidelity)
         self._started.add(fidelity)
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(self.ensemble.parameters(), lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+            self._optimizer = self.ensemble.make_optimizer(self.lr, self.weight_decay)
         self.ensemble.fit(
             self.space.features(codes),
             self.normalise(values, fidelity),

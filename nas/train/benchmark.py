@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from nas.train.callbacks import NonFiniteLossGuard
 from nas.train.data.digits import DigitsDataModule
-from nas.train.evaluate import TrainerSettings, quiet_lightning, torch_threads, train_and_evaluate
+from nas.cli import torch_threads
+from nas.train.evaluate import TrainerSettings, quiet_lightning, train_and_evaluate
 from nas.train.module import ClassificationModule, OptimizerConfig, lr_multiplier
 from nas.train.reference import SmallCNN
 

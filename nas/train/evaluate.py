@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 
+from nas.cli import torch_threads
 from nas.errors import NASError
 from nas.train.callbacks import (
     EpochMetrics,
@@ -161,20 +162,6 @@ class TrainingResult:
             "wall_time_s": self.wall_time_s,
             "history": [m.to_dict() for m in self.history],
         }
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Runs the block with ``count`` intra-op threads (unchanged when ``None``)."""
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextmanager
