@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
-from nas.errors import NASError
+from nas.errors import NASError, positive_number, whole_number
 from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
 from nas.proxies import dataset_batch
 from nas.report import EvaluationRecord, median_value, search_gain_lines, surrogate_rank_correlation, write_report
@@ -129,9 +129,9 @@ def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports."""
-    configure_threads(cfg.threads)
-    if not cfg.budget > 0:
-        raise NASError(f"The budget must be a positive number of evaluations, got {cfg.budget}.")
+    whole_number("seed", cfg.seed)
+    positive_number("budget (in full evaluations)", cfg.budget)
+    configure_threads(None if cfg.threads is None else whole_number("threads", cfg.threads, minimum=1))
     output = Path(cfg.output_dir)
     space = build_space(**cfg.searchspace)
     objective = build_objective(cfg, space)

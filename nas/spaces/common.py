@@ -33,6 +33,14 @@ def check_resolution(space: str, resolution: object) -> int:
     return resolution
 
 
+def check_widths(space: str, widths: object, stages: int = 4) -> tuple[int, ...]:
+    """``widths`` as a tuple of ``stages`` positive ints, or a :class:`NASError` naming ``space``."""
+    values = tuple(widths) if isinstance(widths, Sequence) and not isinstance(widths, str) else ()
+    if len(values) != stages or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in values):
+        raise NASError(f"Search space {space!r} needs {stages} positive integer stage widths, got {widths!r}.")
+    return values
+
+
 def check_option(space: str, what: str, value: object, valid: Sequence[object]) -> None:
     """Raise a :class:`NASError` unless ``value`` is one of ``valid``."""
     if value not in valid:

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from models.nb201 import NB201_EDGES, NB201_OPS, NB201Network
-from nas.errors import NASError
+from nas.errors import NASError, whole_number
 from nas.space import Encoding, SearchSpace
+from nas.spaces.common import check_resolution
 
 #: Input-to-output paths through the cell, as edge indices into ``NB201_EDGES``.
 _CELL_PATHS: tuple[tuple[int, ...], ...] = ((3,), (0, 4), (1, 5), (0, 2, 5))
@@ -32,10 +33,10 @@ class NB201Space(SearchSpace):
     def __init__(self, channels: int = 16, cells_per_stage: int = 5, features: str = "onehot", resolution: int = 32) -> None:
         if features not in _FEATURE_KINDS:
             raise NASError(f"Unknown nb201 feature kind {features!r}; valid kinds are {', '.join(_FEATURE_KINDS)}.")
-        self.channels = channels
-        self.cells_per_stage = cells_per_stage
+        self.channels = whole_number("Search space 'nb201' channels", channels, minimum=1)
+        self.cells_per_stage = whole_number("Search space 'nb201' cells_per_stage", cells_per_stage, minimum=1)
         self.feature_kind = features
-        self.resolution = resolution
+        self.resolution = check_resolution(self.name, resolution)
 
     @property
     def variable_names(self) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ References in the space
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ from models.snapformer import SWIFTFORMER_VARIANTS
 from models.zoo import swiftformer_spec
 from nas.errors import NASError
 from nas.space import Encoding
-from nas.spaces.common import KeyValueSpace, check_option, check_resolution
+from nas.spaces.common import KeyValueSpace, check_option, check_resolution, check_widths
 
 CONV_TYPES: tuple[str, ...] = ("conv-enc", "mo", "mo-se")
 ATTENTION_CHOICES: tuple[str, ...] = ("none", "last-1", "last-2", "all")
@@ -82,19 +82,26 @@ class SwiftFormerHybridSpace(KeyValueSpace):
             thesis searched with 4 and with 1).
         distillation_head: add SwiftFormer's second, averaged classifier.
         resolution: side of the square input images.
+        widths: channels of the four stages (``None``: the variant's, e.g. 48/56/112/220
+            for XS); narrower stages make a CPU-sized version of the same space.
     """
 
     name = "swiftformer_hybrid"
 
     def __init__(
-        self, variant: str = "xs", num_conv_branches: int = 4, distillation_head: bool = False, resolution: int = 224
+        self,
+        variant: str = "xs",
+        num_conv_branches: int = 4,
+        distillation_head: bool = False,
+        resolution: int = 224,
+        widths: Sequence[int] | None = None,
     ) -> None:
         check_option(self.name, "variant", variant, tuple(SWIFTFORMER_VARIANTS))
         if isinstance(num_conv_branches, bool) or not isinstance(num_conv_branches, int) or num_conv_branches < 1:
             raise NASError(f"Search space 'swiftformer_hybrid' needs num_conv_branches >= 1, got {num_conv_branches!r}.")
         self.variant = variant
         self.depths: tuple[int, ...] = SWIFTFORMER_VARIANTS[variant]["depths"]
-        self.widths: tuple[int, ...] = SWIFTFORMER_VARIANTS[variant]["widths"]
+        self.widths: tuple[int, ...] = SWIFTFORMER_VARIANTS[variant]["widths"] if widths is None else check_widths(self.name, widths)
         self.num_conv_branches = num_conv_branches
         self.distillation_head = bool(distillation_head)
         self.resolution = check_resolution(self.name, resolution)
@@ -113,6 +120,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
         return {
             "name": self.name,
             "variant": self.variant,
+            "widths": list(self.widths),
             "num_conv_branches": self.num_conv_branches,
             "distillation_head": self.distillation_head,
             "resolution": self.resolution,

@@ -142,8 +142,26 @@ def test_a_store_of_another_configuration_is_refused(tmp_path: Path) -> None:
     run(_config("searchspace=nb201", "objective=table", "strategy=random", "budget=5", f"output_dir={tmp_path}"))
     with pytest.raises(NASError, match=r"different configuration \(differs in: seed\)"):
         run(_config("searchspace=nb201", "objective=table", "strategy=random", "budget=5", "seed=1", f"output_dir={tmp_path}"))
-    with pytest.raises(NASError, match="positive number of evaluations"):
+    with pytest.raises(NASError, match="budget .* must be a positive number, got 0"):
         run(_config("searchspace=nb201", "objective=table", "strategy=random", "budget=0", f"output_dir={tmp_path / 'b'}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "seed must be a whole number >= 0, got 'abc'"),
+        ("seed=1.5", "seed must be a whole number >= 0, got 1.5"),
+        ("budget=abc", "budget .* must be a positive number, got 'abc'"),
+        ("threads=0", "threads must be a whole number >= 1, got 0"),
+        ("searchspace.channels=0", "'nb201' channels must be a whole number >= 1, got 0"),
+        ("searchspace.cells_per_stage=-1", "'nb201' cells_per_stage must be a whole number >= 1, got -1"),
+        ("searchspace.resolution=abc", "positive integer input resolution, got 'abc'"),
+    ],
+)
+def test_malformed_settings_are_one_sentence_before_anything_runs(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(NASError, match=message):
+        run(_config("searchspace=nb201", "objective=table", "strategy=random", "budget=5", override, f"output_dir={tmp_path}"))
+    assert not (tmp_path / "store.sqlite").exists()
 
 
 def test_dataset_errors_stop_before_the_search(tmp_path: Path) -> None:

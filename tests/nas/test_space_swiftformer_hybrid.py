@@ -86,3 +86,17 @@ def test_bad_options_are_refused() -> None:
         SwiftFormerHybridSpace(variant="xl")
     with pytest.raises(NASError, match="num_conv_branches >= 1, got 0"):
         SwiftFormerHybridSpace(num_conv_branches=0)
+    with pytest.raises(NASError, match=r"4 positive integer stage widths, got \[24, 32, 56\]"):
+        SwiftFormerHybridSpace(widths=[24, 32, 56])
+    with pytest.raises(NASError, match="4 positive integer stage widths"):
+        SwiftFormerHybridSpace(widths=[24, 32, 0, 112])
+
+
+def test_narrower_widths_build_the_same_skeleton_with_fewer_channels(space: SwiftFormerHybridSpace) -> None:
+    narrow = SwiftFormerHybridSpace(widths=[24, 32, 56, 112], resolution=32)
+    encoding = narrow.parse(SWIFTFORMER_XS)
+    network, reference = narrow.to_module(encoding), space.to_module(encoding)
+    assert [type(m).__name__ for m in network.modules()] == [type(m).__name__ for m in reference.modules()]
+    assert count_parameters(network) < count_parameters(reference) / 3
+    assert network(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert narrow.signature()["widths"] == [24, 32, 56, 112] and narrow.signature() != SwiftFormerHybridSpace(resolution=32).signature()
