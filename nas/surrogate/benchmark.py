@@ -27,8 +27,9 @@ from nas.zero_cost import ZeroCostData
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
-def time_iterations(ensemble: str, observations: int, iterations: int, threads: int, batch_size: int = 10) -> list[float]:
-    """Seconds of each of ``iterations`` BO iterations with ``observations`` data points."""
+def time_iterations(ensemble: str, observations: int, iterations: int, threads: int) -> list[float]:
+    """Seconds of each of ``iterations`` BO iterations with ``observations`` data points
+    (the default BO's batch size and acquisition)."""
     torch.set_num_threads(threads)
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("config", overrides=[f"ensemble={ensemble}"])
@@ -49,7 +50,7 @@ def time_iterations(ensemble: str, observations: int, iterations: int, threads: 
         surrogate.fit(codes, values)
         samples = surrogate.predict(space.all_codes, features=features)
         incumbent = float(surrogate.normalise(values.max().unsqueeze(0))[0])
-        select_batch(samples, incumbent, batch_size, excluded, "pi")
+        select_batch(samples, incumbent, cfg.strategy.batch_size, excluded, cfg.strategy.acquisition)
         timings.append(time.perf_counter() - started)
     return timings
 
