@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,7 +40,7 @@ from nas.pareto import hypervolume, non_dominated, normalise_to_unit
 from nas.paths import resolve_path
 from nas.space import SearchSpace
 from nas.spaces import build_space
-from nas.strategies.multiobjective import KnownCosts, MultiObjectiveStrategy
+from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
@@ -114,11 +113,8 @@ def run_front_seed(task: dict[str, Any]) -> tuple[str, FrontRecord]:
     table = torch.stack([columns[n] for n in goals.columns], 1)
     known = KnownCosts(space, {n: columns[n] for n in goals.known}) if goals.known else None
     started = time.perf_counter()
-    # Partial first: Hydra would turn the goals (a dataclass) into a config node.
-    factory = hydra.utils.instantiate(cfg.multiobjective.strategies[task["name"]], _partial_=True)
-    strategy: MultiObjectiveStrategy = factory(space=space, seed=task["seed"], goals=goals, known=known)
-    if getattr(strategy, "needs_zero_cost", False):
-        strategy.pretrain(ZeroCostData.load(Path(task["zero_cost_path"]), space))  # type: ignore[attr-defined]
+    zero_cost = ZeroCostData.load(Path(task["zero_cost_path"]), space) if task["zero_cost_path"] else None
+    strategy = instantiate_front_strategy(cfg.multiobjective.strategies[task["name"]], space, task["seed"], goals, known, zero_cost)
     budget = int(cfg.budget)
     evaluated: list[int] = []
     ask_seconds: list[float] = []
@@ -180,8 +176,49 @@ def front_report(results: dict[str, list[FrontRecord]], payload: dict[str, Any])
     return "\n".join(lines) + "\n"
 
 
+class _Serial:
+    """The in-process stand-in of a worker pool (``workers=1``)."""
+
+    def __enter__(self) -> "_Serial":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def imap_unordered(function: Any, tasks: list[dict[str, Any]]) -> Any:
+        return map(function, tasks)
+
+
+def merge_front_benchmarks(sources: list[str], output: Path) -> dict[str, list[FrontRecord]]:
+    """Report the strategies of several front benchmarks of the same goals side by side."""
+    merged: dict[str, list[FrontRecord]] = {}
+    first: dict[str, Any] | None = None
+    for source in sources:
+        try:
+            payload = json.loads((Path(source) / "results.json").read_text())
+            results = {name: [FrontRecord(**r) for r in records] for name, records in payload.pop("strategies").items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise NASError(f"{source} holds no results.json written by a front benchmark ({exc}).") from None
+        key = ("table", "extra_tables", "objectives", "constraints", "budget")
+        if first is not None and any(payload[k] != first[k] for k in key):
+            raise NASError(f"{source} benchmarks other goals, tables or budget than {sources[0]}; only like runs can be merged.")
+        first = first or payload
+        merged.update(results)
+    assert first is not None
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps({**first, "merged_from": sources, "strategies": {n: [asdict(r) for r in rs] for n, rs in merged.items()}}, indent=1))
+    report = front_report(merged, first) + f"\nMerged from {', '.join(sources)}.\n"
+    (output / "results.md").write_text(report)
+    print(report)
+    return merged
+
+
 def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
-    """Run ``multiobjective.include`` x modes x seeds and write ``results.json`` and ``results.md``."""
+    """Run ``multiobjective.include`` x modes x seeds and write ``results.json`` and ``results.md``
+    (or, with ``merge``, report earlier runs side by side)."""
+    if cfg.get("merge"):
+        return merge_front_benchmarks([str(m) for m in cfg.merge], Path(cfg.output_dir))
     if int(cfg.budget) <= 0 or int(cfg.seeds) <= 0:
         raise NASError(f"The budget and the number of seeds must be positive, got budget={cfg.budget} and seeds={cfg.seeds}.")
     settings = cfg.multiobjective
@@ -206,16 +243,9 @@ def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
     started = time.perf_counter()
     results: dict[str, list[FrontRecord]] = {}
     workers = max(1, int(cfg.workers))
-    if workers == 1:
-        outcomes = list(map(run_front_seed, tasks))
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            outcomes = list(pool.imap_unordered(run_front_seed, tasks))
-    for name, record in outcomes:
-        results.setdefault(name, []).append(record)
-    for records in results.values():
-        records.sort(key=lambda r: r.seed)
-    payload = {
+    output = Path(cfg.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
         "table": tables[0],
         "extra_tables": tables[1:],
         "objectives": [str(g) for g in goals.objectives],
@@ -226,14 +256,24 @@ def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
         "front_size": len(truth.front_keys),
         "feasible": int(truth.feasible.sum()),
         "members": space.size,
-        "wall_seconds": time.perf_counter() - started,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    output = Path(cfg.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps({**payload, "strategies": {n: [asdict(r) for r in rs] for n, rs in results.items()}}, indent=1))
-    report = front_report(results, payload) + f"\nTotal wall time: {payload['wall_seconds']:.0f} s with {workers} worker process(es).\n"
-    (output / "results.md").write_text(report)
-    print(report)
-    print(f"Results written to {output.resolve()}")
+
+    def write(report: bool) -> None:
+        """``results.json`` after every finished seed, so that a long run can be read while it goes."""
+        for records in results.values():
+            records.sort(key=lambda r: r.seed)
+        payload["wall_seconds"] = time.perf_counter() - started
+        (output / "results.json").write_text(json.dumps({**payload, "strategies": {n: [asdict(r) for r in rs] for n, rs in results.items()}}, indent=1))
+        if report:
+            text = front_report(results, payload) + f"\nTotal wall time: {payload['wall_seconds']:.0f} s with {workers} worker process(es).\n"
+            (output / "results.md").write_text(text)
+            print(text)
+            print(f"Results written to {output.resolve()}")
+
+    with multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
+        for name, record in pool.imap_unordered(run_front_seed, tasks):
+            results.setdefault(name, []).append(record)
+            write(report=False)
+    write(report=True)
     return results

@@ -9,8 +9,9 @@ budget are never proposed, so they cost no training.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,10 +21,28 @@ from nas.goals import Goals
 from nas.mo_acquisition import HYPERVOLUME_SCALES, check_mo_acquisition, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
 from nas.pareto import crowding_distance, non_dominated, non_dominated_ranks
 from nas.space import Encoding, SearchSpace
-from nas.strategies.base import Strategy
+from nas.strategies.base import Strategy, Trial
 from nas.strategies.bo import SurrogateFactory, SurrogateGuided
 from nas.strategies.optuna_peer import OptunaStrategy
 from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
+from nas.zero_cost import ZeroCostData
+
+if TYPE_CHECKING:
+    from nas.objectives.base import Evaluation
+
+
+def instantiate_front_strategy(cfg: Any, space: SearchSpace, seed: int, goals: Goals, known: KnownCosts | None, zero_cost: ZeroCostData | None = None) -> MultiObjectiveStrategy:
+    """Build a multi-objective strategy from its config node for one seed, pretrained on
+    ``zero_cost`` when it pretrains a surrogate."""
+    import hydra
+
+    # Partial first: given to instantiate, the goals (a dataclass) would become a config node.
+    strategy: MultiObjectiveStrategy = hydra.utils.instantiate(cfg, _partial_=True)(space=space, seed=seed, goals=goals, known=known)
+    if getattr(strategy, "needs_zero_cost", False):
+        if zero_cost is None:
+            raise NASError("This strategy pretrains its surrogate on zero-cost metrics, but none were given.")
+        strategy.pretrain(zero_cost)  # type: ignore[attr-defined]
+    return strategy
 
 
 class KnownCosts:
@@ -88,6 +107,15 @@ class MultiObjectiveStrategy(Strategy):
         first = rows[:, 0] * self.goals.objectives[0].sign
         super().tell(encodings, first.tolist())  # ``best`` and ``values`` follow the first objective
         self.rows.extend(rows.tolist())
+
+    def observe(self, trials: Sequence[Trial], evaluations: Sequence[Evaluation]) -> None:
+        """Record finished trials from the goal columns of their ``metrics`` (the first
+        objective is the evaluation's value), as :class:`nas.objectives.costs.CostAwareObjective` reports them."""
+        rows = []
+        for evaluation in evaluations:
+            metrics = {**evaluation.metrics, self.goals.names[0]: evaluation.value}
+            rows.append([float(metrics.get(name, math.nan)) if evaluation.status == "ok" else math.nan for name in self.goals.columns])
+        self.tell([t.encoding for t in trials], rows)
 
     def observed_rows(self) -> torch.Tensor:
         """``n x c`` told rows (table units), ``c = len(goals.columns)``."""
