@@ -237,6 +237,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if goals is not None:
         summary["goals"] = goals.describe()
         summary["front"] = front
+        summary["pareto_front"] = [row["architecture"] for row in front or []]  # what status and export read
     pngs = write_report(output, records, spearman_points)
     if goals is not None and (plot := front_plot(records, goals, output / FRONT_PNG)) is not None:
         pngs.append(plot)

@@ -14,7 +14,9 @@ from torch import nn
 from nas.errors import NASError
 from nas.latency_table import check_device, measure_with_reference, write_latency_table
 from nas.columns import load_columns
+from nas.export import select_evaluations
 from nas.run import run
+from nas.status import read_run
 from nas.spaces.nb201 import NB201Space
 
 CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
@@ -38,6 +40,9 @@ def test_a_front_search_stores_prints_and_plots_its_front(tmp_path: Path, capsys
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert stored["front"] == front
     assert (tmp_path / "front.png").stat().st_size > 5_000
+    state = read_run(tmp_path)  # what nas.status shows and nas.export front mode exports
+    assert state.front == [row["architecture"] for row in front]
+    assert [e.architecture for e in select_evaluations(state, "front", top_k=1)] == state.front  # best accuracy first
     printed = capsys.readouterr().out
     assert "Pareto front (accuracy:max, flops_m:min" in printed and "accuracy | flops_m | params_m | architecture" in printed
 
