@@ -94,3 +94,18 @@ def test_latency_table_is_a_cost_table(tmp_path: Path, nb201: NB201Space) -> Non
     assert {"latency_ms", "latency_iqr_ms", "latency_ratio", "rounds", "discarded_rounds"} <= set(columns)
     measured = columns["latency_ms"][~torch.isnan(columns["latency_ms"])]
     assert measured.numel() == 3 and bool((measured > 0).all())
+
+
+def test_latency_head_completes_a_sampled_table_and_reports_its_error(nb201: NB201Space) -> None:
+    """FLOPs stand in for measured latencies: a cost with a known, exact structure."""
+    from nas.latency_table import predict_latencies
+
+    flops = load_columns(nb201, ["package://nb201/costs.csv"])["flops_m"]
+    sample = torch.randperm(nb201.size, generator=torch.Generator().manual_seed(0))[:200]
+    predicted, error = predict_latencies(nb201, nb201.all_codes[sample], flops[sample])
+    assert error.held_out == 40 and error.spearman > 0.8 and error.median_relative_error < 0.3
+    rest = torch.ones(nb201.size, dtype=torch.bool)
+    rest[sample] = False
+    from scipy.stats import spearmanr
+
+    assert spearmanr(predicted[rest].numpy(), flops[rest].numpy()).statistic > 0.8
