@@ -177,6 +177,7 @@ def columns(nb201: NB201Space) -> dict[str, torch.Tensor]:
     return load_columns(nb201, TABLES)
 
 
+@pytest.mark.slow
 def test_ensemble_bo_finds_more_of_the_front_than_random(nb201: NB201Space, columns: dict[str, torch.Tensor]) -> None:
     """The product's setting (FLOPs known, the shipped zero-cost pretraining), on the same seeds."""
     from nas.surrogate.model import EnsembleSurrogate
