@@ -309,6 +309,10 @@ def merge_benchmarks(sources: list[str], output: Path, readme: str | None = None
 
 def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
     """Run every selected strategy on every seed and write the reports to ``cfg.output_dir``."""
+    if cfg.get("objectives"):
+        from nas.bench.multiobjective import run_front_benchmark
+
+        return run_front_benchmark(cfg)  # type: ignore[return-value]
     if cfg.get("merge"):
         return merge_benchmarks(list(cfg.merge), Path(cfg.output_dir), cfg.get("readme"))
     if cfg.budget <= 0:

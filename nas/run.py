@@ -19,6 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError, positive_number, whole_number
+from nas.front import FRONT_PNG, front_of, front_plot, front_table
+from nas.goals import Goals
+from nas.objectives.costs import CostAwareObjective
+from nas.paths import resolve_path
 from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
 from nas.proxies import dataset_batch
 from nas.report import EvaluationRecord, median_value, search_gain_lines, surrogate_rank_correlation, write_report
@@ -28,12 +32,30 @@ from nas.spaces import build_space
 from nas.status import read_run
 from nas.store import Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
+from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
 from nas.zero_cost import zero_cost_from_config, zero_cost_ready
 
 log = logging.getLogger(__name__)
 
 #: Config keys that decide what a search does; a store only resumes the same values.
 SEARCH_KEYS = ("searchspace", "objective", "strategy", "ensemble", "fidelity", "dataset", "trainer", "seed")
+#: Keys of a search's goals: part of its identity when set.
+GOAL_KEYS = ("objectives", "constraints", "known", "cost_tables")
+
+
+def goals_of(cfg: DictConfig) -> Goals | None:
+    """The search's goals when it has several objectives or budgets (``None``: one value)."""
+    if not cfg.get("objectives") and not cfg.get("constraints"):
+        return None
+    return Goals.parse(cfg.get("objectives") or ["accuracy:max"], cfg.get("constraints"), cfg.get("known"))
+
+
+def cost_tables(cfg: DictConfig, space: SearchSpace) -> list[str]:
+    """``cost_tables``, or the cost table shipped for the space (``package://<space>/costs.csv``) when unset."""
+    if cfg.get("cost_tables") is not None:
+        return [str(t) for t in cfg.cost_tables]
+    shipped = f"package://{space.name}/costs.csv"
+    return [shipped] if resolve_path(shipped).is_file() else []
 
 
 def trains_candidates(objective: Any) -> bool:
@@ -50,6 +72,7 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     identity = {key: container.get(key) for key in SEARCH_KEYS if key in container}
+    identity.update({key: container[key] for key in GOAL_KEYS if container.get(key) is not None})
     if not trains_candidates(cfg.objective):
         for key in ("dataset", "trainer", "fidelity"):
             identity.pop(key, None)
@@ -135,6 +158,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output_dir)
     space = build_space(**cfg.searchspace)
     objective = build_objective(cfg, space)
+    goals = goals_of(cfg)
+    if goals is not None:
+        objective = CostAwareObjective(objective, space, goals, cost_tables(cfg, space))
+        log.info("goals: %s", goals.describe())
     if cfg.get("reference"):
         space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
     pretraining = cfg.strategy.get("pretraining", "none") != "none"
@@ -144,7 +171,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         datamodule = getattr(objective, "dataset", None)
         batch = dataset_batch(datamodule, int(cfg.zero_cost.get("proxy_batch_size", 32))) if datamodule is not None else None
         zero_cost, _ = zero_cost_from_config(space, cfg.zero_cost, dataset_batch=batch)
-    strategy: Strategy = instantiate_strategy(cfg.strategy, space, cfg.seed, zero_cost)
+    strategy: Strategy
+    if goals is None:
+        strategy = instantiate_strategy(cfg.strategy, space, cfg.seed, zero_cost)
+    elif ".multiobjective." not in str(cfg.strategy.get("_target_", "")):
+        raise NASError("A search with objectives or constraints needs a strategy for fronts and budgets: strategy=mobo, nsga2 or random_front.")
+    else:
+        known = KnownCosts(space, {n: objective.columns[n] for n in goals.known}) if goals.known else None
+        strategy = instantiate_front_strategy(cfg.strategy, space, cfg.seed, goals, known, zero_cost)
     logger = hydra.utils.instantiate(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), output)
 
@@ -173,6 +207,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if rho is not None:
             spearman_points.append((len(history.evaluations), rho))
             logger.log_surrogate(len(history.evaluations), rho)
+        if goals is not None:
+            front_plot(records_of(space, history), goals, output / FRONT_PNG)  # the front as it stands
 
     # A refused store must not start a Ray instance, and a refused executor must not write a store.
     Store.verify(output / "store.sqlite", search_identity(cfg))
@@ -197,7 +233,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "median_value": median_value(records),
         "reference": {"architecture": reference[0], "value": reference[1]} if reference else None,
     }
+    front = front_of(records, goals) if goals is not None else None
+    if goals is not None:
+        summary["goals"] = goals.describe()
+        summary["front"] = front
+        summary["pareto_front"] = [row["architecture"] for row in front or []]  # what status and export read
     pngs = write_report(output, records, spearman_points)
+    if goals is not None and (plot := front_plot(records, goals, output / FRONT_PNG)) is not None:
+        pngs.append(plot)
     logger.finish(records, records[history.trials.index(best[0])] if best else None, pngs)
     (output / "summary.json").write_text(json.dumps({**summary, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=1, default=str))
     if best is None:
@@ -207,6 +250,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
         for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
             print(line)
+    if goals is not None:
+        print(f"Pareto front ({goals.describe()}): {len(front or [])} architectures" if front else f"No evaluation meets {goals.describe()}.")
+        if front:
+            print(front_table(front, goals))
     print(f"Run directory: {output.resolve()}")
     return summary
 

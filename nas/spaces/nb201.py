@@ -80,6 +80,12 @@ class NB201Space(SearchSpace):
     def sample_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.randn(batch_size, 3, self.resolution, self.resolution)
 
+    def cost_classes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` keys of the multiset of operations of each of ``n x 6`` codes: the network's
+        FLOPs and parameters add up over its operations whatever edge each sits on."""
+        counts = torch.nn.functional.one_hot(codes, len(NB201_OPS)).sum(1)  # n x ops
+        return (counts * (len(NB201_EDGES) + 1) ** torch.arange(len(NB201_OPS))).sum(1)
+
     @cached_property
     def _path_offsets(self) -> list[int]:
         real_ops = len(NB201_OPS) - 1  # "none" cuts a path, so it has no path feature

@@ -7,13 +7,14 @@ is asked again: the comparison counts distinct evaluations for every strategy al
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nas.errors import NASError
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy
 
-SAMPLERS = ("tpe", "gp")
+SAMPLERS = ("tpe", "gp", "nsga2")
 _MAX_REPROPOSALS = 200
 
 
@@ -21,11 +22,21 @@ class OptunaStrategy(Strategy):
     """An Optuna study as a strategy.
 
     Args:
-        sampler: ``tpe`` (multivariate TPE) or ``gp`` (``GPSampler``).
+        sampler: ``tpe`` (multivariate TPE), ``gp`` (``GPSampler``) or ``nsga2`` (``NSGAIISampler``).
+        directions: ``maximize`` / ``minimize`` per objective (several: a multi-objective study).
+        constraints_func: Optuna's constraint callback (values ``<= 0`` are feasible).
         sampler_options: passed to the Optuna sampler.
     """
 
-    def __init__(self, space: SearchSpace, seed: int = 0, sampler: str = "tpe", **sampler_options: Any) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        sampler: str = "tpe",
+        directions: Sequence[str] = ("maximize",),
+        constraints_func: Callable[[Any], Sequence[float]] | None = None,
+        **sampler_options: Any,
+    ) -> None:
         super().__init__(space, seed)
         try:
             import optuna
@@ -34,14 +45,19 @@ class OptunaStrategy(Strategy):
         if sampler not in SAMPLERS:
             raise NASError(f"Unknown Optuna sampler {sampler!r}; valid samplers are {', '.join(SAMPLERS)}.")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if constraints_func is not None:
+            sampler_options["constraints_func"] = constraints_func
         if sampler == "tpe":
             impl = optuna.samplers.TPESampler(seed=seed, multivariate=True, **sampler_options)
+        elif sampler == "nsga2":
+            impl = optuna.samplers.NSGAIISampler(seed=seed, **sampler_options)
         else:
             impl = optuna.samplers.GPSampler(seed=seed, **sampler_options)
         self._optuna = optuna
-        self.study = optuna.create_study(direction="maximize", sampler=impl)
+        self.study = optuna.create_study(directions=list(directions), sampler=impl)
         self._trials: dict[Encoding, list[Any]] = {}
-        self._known: dict[Encoding, float] = {}
+        self._known: dict[Encoding, float | list[float]] = {}
+        self._attributes: dict[Encoding, dict[str, Any]] = {}
 
     def _propose(self) -> tuple[Any, Encoding]:
         trial = self.study.ask()
@@ -59,6 +75,8 @@ class OptunaStrategy(Strategy):
                 break
             trial, enc = self._propose()
             if enc in self._known:
+                for key, item in self._attributes.get(enc, {}).items():
+                    trial.set_user_attr(key, item)
                 self.study.tell(trial, self._known[enc])  # free: the value is already known
             elif enc in self.pending or enc in out:
                 self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
@@ -77,8 +95,14 @@ class OptunaStrategy(Strategy):
         super().tell(encodings, values)
         floor = float(self.observed_values().min())
         for enc, value in zip(encodings, values):
-            enc = tuple(enc)
-            value = floor if value != value else float(value)
-            self._known[enc] = value
-            for trial in self._trials.pop(enc, []):
-                self.study.tell(trial, value)
+            self.answer(tuple(enc), floor if value != value else float(value))
+
+    def answer(self, encoding: Encoding, value: float | list[float], attributes: dict[str, Any] | None = None) -> None:
+        """Tell the study the ``value`` (one per objective) of its trials of ``encoding``,
+        with user ``attributes`` (e.g. constraint values) set first."""
+        self._known[encoding] = value
+        self._attributes[encoding] = dict(attributes or {})
+        for trial in self._trials.pop(encoding, []):
+            for key, item in (attributes or {}).items():
+                trial.set_user_attr(key, item)
+            self.study.tell(trial, value)

@@ -1,0 +1,1 @@
+"""Benchmarks of the search strategies beyond one objective (fronts, budgets)."""

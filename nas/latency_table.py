@@ -1,0 +1,244 @@
+"""Device latency tables measured with a protocol that notices contention.
+
+``python -m nas.latency_table searchspace=nb201 device=cpu num_samples=200`` times the
+fused network of every member (``num_samples=all``) or of a uniform sample on this machine
+and writes a code-free CSV (``arch,latency_ms,latency_iqr_ms,latency_ratio,rounds,
+discarded_rounds``), usable as a cost column of a search (``cost_tables=[...]``) or of a
+benchmark (``extra_tables=[...]``) anywhere else.
+
+Protocol (:func:`measure_with_reference`): timed rounds alternate the candidate with a
+fixed reference network. Another job taking the cores slows both, so a round whose
+reference time is far above the quietest reference round seen is discarded and measured
+again; the stored latency is the median of the kept rounds' medians, with their
+interquartile range as its dispersion, and the ratio to the reference (which cancels a
+uniform slowdown of the whole machine).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from models.profiling import flush_denormals
+from models.reparam import reparameterize_model
+from nas.cli import configure_threads, user_errors
+from nas.errors import NASError
+from nas.paths import resolve_path
+from nas.space import SearchSpace
+from nas.spaces import build_space
+from nas.zero_cost import sample_codes
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+LATENCY_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_ratio", "rounds", "discarded_rounds")
+
+
+@dataclass(frozen=True)
+class RobustLatency:
+    """Latency of one network under the interleaved protocol (milliseconds)."""
+
+    latency_ms: float  # median over kept rounds of the round's median
+    latency_iqr_ms: float  # interquartile range of the kept rounds' medians
+    latency_ratio: float  # latency over the reference network's, in the same rounds
+    rounds: int  # rounds kept
+    discarded_rounds: int  # rounds measured again because the reference ran slow
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device named ``device``; :class:`NASError` when it is unknown or absent here."""
+    if device not in DEVICES:
+        raise NASError(f"Unknown device {device!r}; valid devices are {', '.join(DEVICES)}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NASError("Device 'cuda' is not available on this machine (torch sees no CUDA GPU); use device=cpu.")
+    return torch.device(device)
+
+
+def _time(model: nn.Module, sample: torch.Tensor, repetitions: int) -> float:
+    """Median milliseconds of ``repetitions`` synchronised forward passes."""
+    timings = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        model(sample)
+        if sample.device.type == "cuda":
+            torch.cuda.synchronize(sample.device)
+        timings.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(timings)
+
+
+def _quartile_range(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
+
+
+@torch.no_grad()
+def measure_with_reference(
+    model: nn.Module,
+    reference: nn.Module,
+    sample: torch.Tensor,
+    rounds: int = 5,
+    repetitions: int = 5,
+    warmup: int = 3,
+    slowdown: float = 1.3,
+    max_retries: int = 10,
+    quietest_reference_ms: list[float] | None = None,
+) -> RobustLatency:
+    """Time the fused ``model`` in ``rounds`` rounds, each next to the ``reference`` network.
+
+    Args:
+        model: the network (fused here first).
+        reference: a fixed, already fused network timed in every round.
+        sample: ``B x C x H x W`` input on the measuring device.
+        rounds: rounds kept; repetitions: timed passes per network per round.
+        slowdown: a round whose reference median exceeds ``slowdown`` times the quietest
+            reference round is discarded (another job had the cores) and measured again.
+        max_retries: discarded rounds allowed before the busy rounds are kept anyway.
+        quietest_reference_ms: a one-element list holding the quietest reference round
+            seen so far, shared across networks so that a table's rounds share one baseline.
+    """
+    fused = reparameterize_model(model).to(sample.device).eval()
+    reference = reference.eval()
+    quietest = quietest_reference_ms if quietest_reference_ms is not None else [float("inf")]
+    kept: list[tuple[float, float]] = []
+    discarded = 0
+    with flush_denormals():
+        for _ in range(warmup):
+            fused(sample)
+            reference(sample)
+        while len(kept) < rounds:
+            before = _time(reference, sample, repetitions)
+            measured = _time(fused, sample, repetitions)
+            after = _time(reference, sample, repetitions)
+            reference_ms = max(before, after)  # contention at either end taints the round
+            quietest[0] = min(quietest[0], reference_ms)
+            if reference_ms > slowdown * quietest[0] and discarded < max_retries:
+                discarded += 1
+                continue
+            kept.append((measured, (before + after) / 2))
+    latencies = [m for m, _ in kept]
+    return RobustLatency(
+        latency_ms=statistics.median(latencies),
+        latency_iqr_ms=_quartile_range(latencies),
+        latency_ratio=statistics.median(m / r for m, r in kept),
+        rounds=len(kept),
+        discarded_rounds=discarded,
+    )
+
+
+def write_latency_table(space: SearchSpace, codes: torch.Tensor, device: torch.device, output: Path, **protocol: int | float) -> float:
+    """Measure every row of ``codes`` (``n x d``) and write the table; returns the seconds taken.
+
+    The reference network is the space's first member (for NAS-Bench-201 the empty cell,
+    whose time is the macro skeleton's).
+    """
+    sample = space.sample_input(1).to(device)
+    reference = reparameterize_model(space.to_module(tuple(space.all_codes[0].tolist()) if space.enumerable else tuple(codes[0].tolist()))).to(device).eval()
+    quietest = [float("inf")]
+    started = time.perf_counter()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arch", *LATENCY_COLUMNS])
+        for i, code in enumerate(codes.tolist()):
+            result = measure_with_reference(space.to_module(tuple(code)), reference, sample, quietest_reference_ms=quietest, **protocol)  # type: ignore[arg-type]
+            writer.writerow([space.to_string(tuple(code)), f"{result.latency_ms:.4f}", f"{result.latency_iqr_ms:.4f}", f"{result.latency_ratio:.4f}", result.rounds, result.discarded_rounds])
+            if (i + 1) % 50 == 0:
+                log.info("%d / %d networks measured (%.0f s)", i + 1, codes.shape[0], time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class PredictionError:
+    """How well the latency head predicts measured latencies it was not fitted on."""
+
+    spearman: float
+    median_relative_error: float  # median of |predicted - measured| / measured
+    held_out: int
+
+
+def predict_latencies(space: SearchSpace, codes: torch.Tensor, latencies: torch.Tensor, seed: int = 0, held_out_share: float = 0.2) -> tuple[torch.Tensor, PredictionError]:
+    """Latencies of every member predicted by an ensemble latency head fitted on the
+    measured ``codes`` (``n x d``) and ``latencies`` (``n``, ms), and the head's error on
+    a held-out share of the measurements (fitted without them).
+
+    Returns:
+        ``N`` predicted latencies (ms) aligned with ``space.all_codes``, and the error.
+    """
+    from scipy.stats import spearmanr
+
+    from nas.mo_acquisition import inverse_copula
+    from nas.surrogate.model import EnsembleSurrogate
+
+    def fit_and_predict(train: torch.Tensor, targets: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        head = EnsembleSurrogate(space, fidelities=("latency",), members=4, trunk=(64, 64), head_hidden=64, batch_size=32, pretraining="none", fit_epochs=80, seed=seed)
+        # Smaller is better for latency; the head ranks ``-log`` latency, mapped back through its copula.
+        oriented = -torch.log(targets.double())
+        head.fit(train, oriented, fidelity="latency")
+        units = head.predict(query, "latency").double().mean(0)
+        return torch.exp(-inverse_copula(units, oriented))
+
+    order = torch.randperm(codes.shape[0], generator=torch.Generator().manual_seed(seed))
+    held = order[: max(1, int(held_out_share * codes.shape[0]))]
+    kept = order[held.numel() :]
+    predicted = fit_and_predict(codes[kept], latencies[kept], codes[held])
+    truth = latencies[held].double()
+    error = PredictionError(
+        spearman=float(spearmanr(predicted.numpy(), truth.numpy()).statistic) if held.numel() > 2 else float("nan"),
+        median_relative_error=float(((predicted - truth).abs() / truth).median()),
+        held_out=int(held.numel()),
+    )
+    return fit_and_predict(codes, latencies, space.all_codes), error
+
+
+def write_completed_table(space: SearchSpace, measured: Path, output: Path, seed: int = 0) -> PredictionError:
+    """A table of every member from a sampled latency table: measured rows as they are,
+    the rest predicted by the latency head (``predicted`` = 1); returns the head's error."""
+    from nas.columns import load_columns
+
+    columns = load_columns(space, [measured])
+    latency = columns["latency_ms"]
+    known = ~torch.isnan(latency)
+    predicted, error = predict_latencies(space, space.all_codes[known], latency[known], seed)
+    with output.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arch", "latency_ms", "predicted"])
+        for code, value, was_measured in zip(space.all_codes.tolist(), torch.where(known, latency, predicted).tolist(), known.tolist()):
+            writer.writerow([space.to_string(tuple(code)), f"{value:.4f}", 0 if was_measured else 1])
+    return error
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="latency_table")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        configure_threads(cfg.threads)
+        device = check_device(str(cfg.device))
+        space = build_space(**cfg.searchspace)
+        codes = sample_codes(space, cfg.num_samples, int(cfg.seed))
+        output = resolve_path(cfg.output)
+        seconds = write_latency_table(space, codes, device, output, rounds=cfg.rounds, repetitions=cfg.repetitions, slowdown=cfg.slowdown)
+        per_network = seconds / codes.shape[0]
+        line = f"Measured {codes.shape[0]:,} networks on {device} in {seconds:.0f} s ({per_network:.2f} s each) into {output}"
+        if space.enumerable and codes.shape[0] < space.size:
+            line += f"; all {space.size:,} members would take about {per_network * space.size / 3600:.1f} h at this rate"
+        print(line + ".")
+        if cfg.get("predict_rest") and space.enumerable and codes.shape[0] < space.size:
+            completed = output.with_name(output.stem + "_all" + output.suffix)
+            error = write_completed_table(space, output, completed, int(cfg.seed))
+            print(
+                f"The latency head predicts the other {space.size - codes.shape[0]:,} members into {completed}; on {error.held_out} held-out "
+                f"measurements its Spearman correlation is {error.spearman:.3f} and its median relative error {error.median_relative_error:.1%}."
+            )
+
+
+if __name__ == "__main__":
+    main()
