@@ -97,6 +97,10 @@ class TrainingObjective:
             metrics.update(self._profile(encoding, num_classes))
         return Evaluation(value=100.0 * result.final_val_acc, cost=cost, metrics=metrics)
 
+    def planned_cost(self, fidelity: str) -> float:
+        """What an evaluation at ``fidelity`` costs (also charged when it fails)."""
+        return self.fidelity.cost(fidelity)
+
     def _profile(self, encoding: Encoding, num_classes: int) -> dict[str, float]:
         import torch
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from nas.errors import NASError
-from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key
+from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key, fidelity_metric_key
 from nas.objectives.base import Evaluation
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy, Trial
@@ -32,15 +32,18 @@ class MultiFidelityStrategy(Strategy):
     so that ``random_unseen`` draws architectures not touched yet.
 
     A successful or failed evaluation at a fidelity whose ``metrics`` hold the value after
-    the epochs of a lower fidelity (``metrics[epoch_metric_key(k)]``) also counts as an
-    observation at that lower fidelity, unless one exists already (the first value of an
-    (architecture, fidelity) pair is kept).
+    the epochs of a lower fidelity (``metrics[epoch_metric_key(k)]``, or
+    ``metrics[fidelity_metric_key(name)]`` when the objective's low fidelity is not a number
+    of epochs) also counts as an observation at that lower fidelity, unless one exists
+    already (the first value of an (architecture, fidelity) pair is kept).
 
     Args:
         fidelity: the schedule; it must be multi-fidelity (``lo_epochs`` set).
+        levels: the fidelities observed, cheapest first, ending with ``"hi"`` (default:
+            the schedule's).
     """
 
-    def __init__(self, space: SearchSpace, fidelity: FidelitySchedule, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, fidelity: FidelitySchedule, seed: int = 0, levels: Sequence[str] | None = None) -> None:
         super().__init__(space, seed)
         if not fidelity.multi_fidelity:
             raise NASError(
@@ -48,8 +51,11 @@ class MultiFidelityStrategy(Strategy):
                 "(e.g. fidelity=multi); with a mono-fidelity schedule use strategy=bo or another mono-fidelity strategy."
             )
         self.schedule = fidelity
-        self.observations: dict[str, dict[Encoding, float]] = {f: {} for f in fidelity.fidelities}
-        self.pending_at: dict[str, set[Encoding]] = {f: set() for f in fidelity.fidelities}
+        self.levels = tuple(levels or fidelity.fidelities)
+        if self.levels[-1] != HIGH_FIDELITY:
+            raise NASError(f"The fidelities of a multi-fidelity search must end with the full one ({HIGH_FIDELITY!r}), got {', '.join(self.levels)}.")
+        self.observations: dict[str, dict[Encoding, float]] = {f: {} for f in self.levels}
+        self.pending_at: dict[str, set[Encoding]] = {f: set() for f in self.levels}
 
     def taken(self, fidelity: str) -> set[Encoding]:
         """Architectures observed or pending at ``fidelity``."""
@@ -66,12 +72,12 @@ class MultiFidelityStrategy(Strategy):
     def observe(self, trials: Sequence[Trial], evaluations: Sequence[Evaluation]) -> None:
         for trial, evaluation in zip(trials, evaluations):
             if trial.fidelity not in self.observations:
-                raise NASError(f"Unknown fidelity {trial.fidelity!r}; this search uses the fidelities {', '.join(self.schedule.fidelities)}.")
+                raise NASError(f"Unknown fidelity {trial.fidelity!r}; this search uses the fidelities {', '.join(self.levels)}.")
             enc = tuple(trial.encoding)
             self._record(enc, trial.fidelity, float(evaluation.value) if evaluation.status == "ok" else math.nan)
             self.pending_at[trial.fidelity].discard(enc)
-            for lower in self.schedule.fidelities[: self.schedule.fidelities.index(trial.fidelity)]:
-                free = evaluation.metrics.get(epoch_metric_key(self.schedule.epochs(lower)))
+            for lower in self.levels[: self.levels.index(trial.fidelity)]:
+                free = evaluation.metrics.get(epoch_metric_key(self.schedule.epochs(lower)), evaluation.metrics.get(fidelity_metric_key(lower)))
                 if free is not None and math.isfinite(free):
                     self._record(enc, lower, float(free))
         self._sync_pending()
@@ -172,19 +178,20 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         pool_size: int = 20_000,
     ) -> None:
         super().__init__(space, fidelity, seed)
-        self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=fidelity.fidelities)
-        missing = [f for f in fidelity.fidelities if f not in self.surrogate.fidelities]
+        self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=self.levels)
+        missing = [f for f in self.levels if f not in self.surrogate.fidelities]
         if missing:
             raise NASError(f"The surrogate of a multi-fidelity search needs a head per fidelity; it has none for {', '.join(missing)}.")
         for name, epochs in (("lo_fit_epochs", lo_fit_epochs), ("hi_fit_epochs", hi_fit_epochs)):
             if epochs < 1:
                 raise NASError(f"{name} must be a positive number of epochs, got {epochs}.")
-        self.fit_epochs = {LOW_FIDELITY: lo_fit_epochs, HIGH_FIDELITY: hi_fit_epochs}
+        # Intermediate levels learn from free observations of longer runs, like the lo head.
+        self.fit_epochs = {f: hi_fit_epochs if f == HIGH_FIDELITY else lo_fit_epochs for f in self.levels}
         self.initial_points = initial_points
         self.default_batch_size = fidelity.p + fidelity.q
         self.iteration = -1
         self._owed: dict[str, int] = {}  # trials the current iteration has yet to propose, per fidelity
-        self._fitted_on: dict[str, int] = {f: 0 for f in fidelity.fidelities}
+        self._fitted_on: dict[str, int] = {f: 0 for f in self.levels}
 
     def propose(self, n: int | None = None) -> list[Trial]:
         n = n or self.default_batch_size
@@ -210,7 +217,7 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         counts = {f: len(obs) for f, obs in self.observations.items()}
         if counts == self._fitted_on:
             return
-        for fidelity in self.schedule.fidelities:  # cheapest first: the hi head is adapted last
+        for fidelity in self.levels:  # cheapest first: the hi head is adapted last
             if counts[fidelity]:
                 codes, values = self.observations_at(fidelity)
                 self.surrogate.fit(codes, values, fidelity, epochs=self.fit_epochs[fidelity])
