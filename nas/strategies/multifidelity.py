@@ -144,9 +144,9 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
       has then learnt nothing. If there are fewer such architectures than needed, the rest
       come from the acquisition over the whole space.
 
-    Fitting: whenever new observations arrived, the ``lo`` head is trained on all low-
-    fidelity observations for ``lo_fit_epochs``, then the ``hi`` head on all full
-    evaluations for ``hi_fit_epochs``. Both update the shared trunk; training the ``hi``
+    Fitting: whenever new observations arrived, each head whose data grew is trained on all
+    of its fidelity's observations (cheapest first; ``lo_fit_epochs`` for the cheaper heads),
+    then the ``hi`` head on all full evaluations for ``hi_fit_epochs``. Both update the shared trunk; training the ``hi``
     head last and longer gives the full evaluations more weight (thesis) and keeps that head
     in step with a trunk that moves every iteration.
 
@@ -218,7 +218,10 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         if counts == self._fitted_on:
             return
         for fidelity in self.levels:  # cheapest first: the hi head is adapted last
-            if counts[fidelity]:
+            # A head is refitted when its data grew; the hi head also whenever the shared
+            # trunk moved under it, so that it stays in step.
+            changed = counts[fidelity] != self._fitted_on[fidelity] or fidelity == HIGH_FIDELITY
+            if counts[fidelity] and changed:
                 codes, values = self.observations_at(fidelity)
                 self.surrogate.fit(codes, values, fidelity, epochs=self.fit_epochs[fidelity])
         self._fitted_on = counts
