@@ -57,8 +57,10 @@ class SurrogateBenchmarkObjective:
         continuation: bool = True,
         threads: int = 1,
     ) -> None:
-        import onnxruntime
-
+        try:
+            import onnxruntime
+        except ImportError:
+            raise NASError("The NAS-Bench-301 surrogate needs the optional dependency onnxruntime: pip install '.[nb301]'.") from None
         if space.name != "nb301":
             raise NASError(f"The NAS-Bench-301 surrogate evaluates the 'nb301' search space, not {space.name!r}; use searchspace=nb301.")
         self.fidelity = fidelity or FidelitySchedule(hi_epochs=MAX_EPOCHS)

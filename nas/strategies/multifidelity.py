@@ -21,6 +21,11 @@ from nas.strategies.bo import SurrogateFactory, SurrogateGuided
 from nas.surrogate.model import EnsembleSurrogate
 
 
+#: Where full evaluations come from: the architectures evaluated cheaply (the best by the
+#: ``hi`` head's mean), or anywhere (the acquisition over them and a fresh candidate pool).
+PROMOTIONS = ("observed", "anywhere")
+
+
 class MultiFidelityStrategy(Strategy):
     """A strategy that evaluates architectures at the fidelities of a schedule.
 
@@ -162,6 +167,10 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         initial_points: random low-fidelity evaluations before the surrogate is first used.
         lo_fit_epochs, hi_fit_epochs: surrogate training epochs on each fidelity's data.
         pool_size: candidates scored per iteration when the space cannot be enumerated.
+        screen_head: the head whose acquisition chooses the low-fidelity trials: ``lo``
+            (thesis), or ``hi`` once it has learnt from a full evaluation (the cheap runs
+            then screen what the full-fidelity head believes in).
+        promotion: where full evaluations come from, see :data:`PROMOTIONS`.
     """
 
     def __init__(
@@ -176,8 +185,16 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         lo_fit_epochs: int = 20,
         hi_fit_epochs: int = 60,
         pool_size: int = 20_000,
+        screen_head: str = LOW_FIDELITY,
+        promotion: str = "observed",
     ) -> None:
         super().__init__(space, fidelity, seed)
+        if screen_head not in (LOW_FIDELITY, HIGH_FIDELITY):
+            raise NASError(f"screen_head must be {LOW_FIDELITY!r} or {HIGH_FIDELITY!r}, got {screen_head!r}.")
+        if promotion not in PROMOTIONS:
+            raise NASError(f"Unknown promotion {promotion!r}; valid promotions are {', '.join(PROMOTIONS)}.")
+        self.screen_head = screen_head
+        self.promotion = promotion
         self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=self.levels)
         missing = [f for f in self.levels if f not in self.surrogate.fidelities]
         if missing:
@@ -230,10 +247,15 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         if len(self.observations[LOW_FIDELITY]) < self.initial_points:
             return self.random_unseen(k)
         self._fit()
-        observed = self.observations[LOW_FIDELITY]
+        head = HIGH_FIDELITY if self.screen_head == HIGH_FIDELITY and self._full_fitted() else LOW_FIDELITY
+        observed = self.observations[head]
         codes, features = self._candidates(list(observed), list(observed.values()))
-        best = float(self.observations_at(LOW_FIDELITY)[1].max())
-        return self._select(k, codes, features, self.seen | self.pending, best, LOW_FIDELITY)
+        best = float(self.observations_at(head)[1].max())
+        return self._select(k, codes, features, self.seen | self.pending, best, head)
+
+    def _full_fitted(self) -> bool:
+        """Whether the ``hi`` head has learnt from a successful full evaluation."""
+        return bool(self._fitted_on[HIGH_FIDELITY]) and not all(math.isnan(v) for v in self.values)
 
     def _choose_full(self, k: int) -> list[Encoding]:
         if not self.observations[LOW_FIDELITY] and not self.observations[HIGH_FIDELITY]:
@@ -245,6 +267,12 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         taken = self.taken(HIGH_FIDELITY)
         promising = [enc for enc, v in self.observations[LOW_FIDELITY].items() if not math.isnan(v) and enc not in taken]
         picks: list[Encoding] = []
+        if promising and self.promotion == "anywhere":
+            # The acquisition chooses among the cheaply seen and the unseen alike.
+            observed = self.observations[head]
+            pool, _ = self._candidates(list(observed), list(observed.values()))
+            codes = torch.unique(torch.cat([pool, torch.tensor(promising, dtype=torch.long)]), dim=0)
+            return self._select(k, codes, None, taken, best, head)
         if promising:
             # Promotion exploits: of the architectures seen cheaply, the best predicted
             # ones are trained fully (the acquisition explores among the cheap trials).
