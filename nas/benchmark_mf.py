@@ -11,7 +11,9 @@ The output directory gets:
   ``cost_checkpoints`` equivalents, the cost to reach ``target``, counts and timings;
 - ``results.md``: the mean ± standard error of the best value at each checkpoint, the cost
   to reach the target, and timings;
-- ``convergence.png``: mean best full-fidelity value against cost, with standard errors.
+- ``convergence.png``: mean best full-fidelity value against cost, with standard errors;
+- ``records.jsonl``: each (strategy, seed) result the moment it is finished, so that the
+  same command started again after an interruption runs only the missing ones.
 
 Strategies are the framework's (``strategies``, any ``nas.strategies`` config) and the
 external peers of :mod:`nas.mf_peers` (``peers``), side by side on the same objective.
@@ -29,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nas.cli import configure_threads
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.mf_peers import PEERS, run_peer
 from nas.search import run_search
+from nas.store import config_fingerprint
 from nas.spaces import build_space
 from nas.strategies import instantiate_strategy
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
@@ -189,6 +192,14 @@ def convergence_plot(results: dict[str, list[CostRecord]], budget: float, path: 
     figure.savefig(path, dpi=120)
 
 
+def task_fingerprint(cfg: DictConfig, name: str) -> str:
+    """What a (strategy, seed) result depends on besides its seed: only results with the same
+    fingerprint are read back from ``records.jsonl``."""
+    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], DictConfig | ListConfig) else cfg[key] for key in ("budget", "searchspace", "objective", "cost_checkpoints", "target")}
+    setup = cfg.strategies[name] if name in cfg.strategies else cfg.peers[name]
+    return config_fingerprint({**parts, "name": name, "setup": OmegaConf.to_container(setup, resolve=True) if setup is not None else None})
+
+
 def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
     """Run every selected strategy and peer on every seed; write the reports to ``cfg.output_dir``."""
     if not float(cfg.budget) > 0:
@@ -206,21 +217,45 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
     zero_cost_path = ""
     if any(name in cfg.strategies and cfg.strategies[name].get("pretraining", "none") != "none" for name in cfg.include):
         zero_cost_path = str(zero_cost_from_config(space, cfg.zero_cost)[1])
-    tasks = [
-        {"cfg": cfg, "name": name, "seed": int(cfg.first_seed) + s, "zero_cost_path": zero_cost_path, "threads": cfg.threads_per_worker}
-        for s in range(cfg.seeds)
-        for name in cfg.include
-    ]
-    started = time.perf_counter()
+    output = Path(cfg.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    seeds = range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds))
     results: dict[str, list[CostRecord]] = {name: [] for name in cfg.include}
+    # Every finished (strategy, seed) is appended to records.jsonl at once: a run that is
+    # stopped keeps them, and the same command started again runs only what is missing.
+    journal = output / "records.jsonl"
+    done: set[tuple[str, int]] = set()
+    fingerprints = {name: task_fingerprint(cfg, name) for name in cfg.include}
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            entry = json.loads(line)
+            name, seed = entry["name"], entry["record"]["seed"]
+            if fingerprints.get(name) == entry.get("fingerprint") and seed in seeds and (name, seed) not in done:
+                results[entry["name"]].append(CostRecord(**entry["record"]))
+                done.add((entry["name"], entry["record"]["seed"]))
+    tasks = [
+        {"cfg": cfg, "name": name, "seed": seed, "zero_cost_path": zero_cost_path, "threads": cfg.threads_per_worker}
+        for seed in seeds
+        for name in cfg.include
+        if (name, seed) not in done
+    ]
+    if done:
+        log.info("%d (strategy, seed) results read back from %s; %d to run", len(done), journal, len(tasks))
+    started = time.perf_counter()
     workers = max(1, int(cfg.workers))
-    if workers == 1:
-        for name, record in map(run_one, tasks):
+    with journal.open("a") as sink:
+        if workers == 1 or not tasks:
+            outcomes = map(run_one, tasks)
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            outcomes = pool.imap_unordered(run_one, tasks)
+        for name, record in outcomes:
             results[name].append(record)
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for name, record in pool.imap_unordered(run_one, tasks):
-                results[name].append(record)
+            sink.write(json.dumps({"name": name, "fingerprint": fingerprints[name], "record": asdict(record)}) + "\n")
+            sink.flush()
+        if workers > 1 and tasks:
+            pool.close()
+            pool.join()
     for records in results.values():
         records.sort(key=lambda r: r.seed)
     elapsed = time.perf_counter() - started
@@ -233,8 +268,6 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
         "wall_seconds": elapsed,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    output = Path(cfg.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps({**payload, "strategies": {n: [asdict(r) for r in rs] for n, rs in results.items()}}, indent=1))
     report = markdown_report(results, payload) + f"\nTotal wall time: {elapsed:.0f} s with {workers} worker process(es).\n"
     (output / "results.md").write_text(report)

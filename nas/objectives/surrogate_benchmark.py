@@ -65,7 +65,7 @@ class SurrogateBenchmarkObjective:
             raise NASError(f"The NAS-Bench-301 surrogate evaluates the 'nb301' search space, not {space.name!r}; use searchspace=nb301.")
         self.fidelity = fidelity or FidelitySchedule(hi_epochs=MAX_EPOCHS)
         if self.fidelity.hi_epochs != MAX_EPOCHS:
-            raise NASError(f"A full NAS-Bench-301 evaluation trains {MAX_EPOCHS} epochs, but the fidelity schedule has hi_epochs={self.fidelity.hi_epochs}; set fidelity.hi_epochs={MAX_EPOCHS}.")
+            raise NASError(f"A full NAS-Bench-301 evaluation trains {MAX_EPOCHS} epochs, but the fidelity schedule has hi_epochs={self.fidelity.hi_epochs}; use fidelity=nb301 (or set fidelity.hi_epochs={MAX_EPOCHS}).")
         self.space = space
         self.continuation = continuation
         self.trained = TrainedEpochs()
