@@ -128,3 +128,38 @@ def test_the_nb301_benchmark_reports_best_values_against_cost(tmp_path: Path) ->
         assert record.best_at["1"] is None  # Hyperband's first full evaluation ends its first bracket, at 3.6
         assert record.best_at["6"] == max(v for _, v in trace)
         assert record.evaluations > 121 and record.cost == pytest.approx(trace[-1][0])
+
+
+def test_multi_fidelity_bo_learns_every_level_from_the_curves_of_longer_runs(space: NB301Space, tiny_ensemble: dict[str, object]) -> None:
+    from functools import partial
+
+    from nas.strategies import MultiFidelityBO
+    from nas.surrogate.model import EnsembleSurrogate
+
+    schedule = FidelitySchedule(hi_epochs=98, lo_epochs=4, levels=(12, 33), p=3, q=2, f=1)
+    strategy = MultiFidelityBO(
+        space, partial(EnsembleSurrogate, **tiny_ensemble), schedule, seed=0, pretraining="none", acquisition="pi",
+        initial_points=3, pool_size=400, screen_head="hi", promotion="anywhere",
+    )
+    assert strategy.levels == ("lo", "12", "33", "hi")
+    history = run_search(strategy, SurrogateBenchmarkObjective(space, schedule), budget=6)
+    full = [t.encoding for t in history.trials if t.fidelity == "hi"]
+    cheap = [t.encoding for t in history.trials if t.fidelity == "lo"]
+    assert {t.fidelity for t in history.trials} == {"lo", "hi"} and len(full) >= 4
+    # Every 98-epoch run reports its 12- and 33-epoch values: those heads learn for free.
+    assert set(strategy.observations["12"]) == set(strategy.observations["33"]) == set(full)
+    assert set(strategy.observations["lo"]) == set(cheap) | set(full)
+    with pytest.raises(NASError, match="Unknown promotion 'best'"):
+        MultiFidelityBO(space, partial(EnsembleSurrogate, **tiny_ensemble), schedule, pretraining="none", promotion="best")
+
+
+def test_the_benchmark_resumes_from_its_journal_of_finished_seeds(tmp_path: Path) -> None:
+    from nas.benchmark import run_benchmark
+
+    first = run_benchmark(_compose("seeds=1", "budget=2", "include=[random]", "workers=1", f"output_dir={tmp_path}"))  # type: ignore[arg-type]
+    again = run_benchmark(_compose("seeds=2", "budget=2", "include=[random]", "workers=1", f"output_dir={tmp_path}"))  # type: ignore[arg-type]
+    assert [r.seed for r in again["random"]] == [0, 1]  # type: ignore[index]
+    assert again["random"][0] == first["random"][0]  # type: ignore[index]  # read back, not run again
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 2
+    other_budget = run_benchmark(_compose("seeds=1", "budget=3", "include=[random]", "workers=1", f"output_dir={tmp_path}"))  # type: ignore[arg-type]
+    assert other_budget["random"][0].cost == pytest.approx(3.0)  # type: ignore[index]  # another budget is run anew
