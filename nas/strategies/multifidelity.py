@@ -149,11 +149,17 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
       has then learnt nothing. If there are fewer such architectures than needed, the rest
       come from the acquisition over the whole space.
 
+    With ``screen_head="hi"`` the low-fidelity trials are instead the best candidates by the
+    acquisition on the ``hi`` head (the cheap runs screen what it believes in); with
+    ``promotion="anywhere"`` full evaluations are chosen by the acquisition on the ``hi``
+    head among the cheaply evaluated architectures and a fresh pool alike.
+
     Fitting: whenever new observations arrived, each head whose data grew is trained on all
     of its fidelity's observations (cheapest first; ``lo_fit_epochs`` for the cheaper heads),
-    then the ``hi`` head on all full evaluations for ``hi_fit_epochs``. Both update the shared trunk; training the ``hi``
-    head last and longer gives the full evaluations more weight (thesis) and keeps that head
-    in step with a trunk that moves every iteration.
+    then the ``hi`` head on all full evaluations for ``hi_fit_epochs``. All update the shared
+    trunk; training the ``hi`` head last and longer gives the full evaluations more weight
+    (thesis) and keeps that head in step with a trunk that moves every iteration. The heads
+    of intermediate ``levels`` learn from the values that longer runs report for their epochs.
 
     Args:
         space: the search space.
