@@ -36,7 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from nas.cli import configure_threads
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
-from nas.mf_peers import PEERS, run_peer
+from nas.mf_peers import PEERS, CostEvent, run_peer
 from nas.search import run_search
 from nas.store import config_fingerprint
 from nas.spaces import build_space
@@ -45,9 +45,6 @@ from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
 
-#: One finished evaluation of a search: the total cost spent once it finished, and its
-#: value if it was a successful full-fidelity evaluation (else ``None``).
-CostEvent = tuple[float, float | None]
 
 
 @dataclass

@@ -7,7 +7,7 @@ strategies. They are optional dependencies (``pip install .[mf-peers]``).
 - ``smac_mf``: SMAC3's ``MultiFidelityFacade`` (random-forest BO with Hyperband) on the
   space's ConfigSpace, with epochs as the budget.
 
-Each returns the search's :data:`~nas.benchmark_mf.CostEvent` list: after every trial, the
+Each returns the search's :data:`CostEvent` list: after every trial, the
 total cost spent (the objective charges continued runs their extra epochs only) and the
 trial's value if it ran to full fidelity.
 """
@@ -23,6 +23,8 @@ from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.space import SearchSpace
 
+#: One finished trial of a search: the total cost spent once it finished, and its value if
+#: it was a successful full-fidelity evaluation (else ``None``).
 CostEvent = tuple[float, "float | None"]
 
 #: Peer name -> (module it needs, pip requirement).
