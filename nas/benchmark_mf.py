@@ -82,6 +82,8 @@ def best_at(trace: list[list[float]], cost: float) -> float | None:
 
 
 def record_of(seed: int, events: list[CostEvent], checkpoints: list[float], target: float | None, **timings: float) -> CostRecord:
+    """The :class:`CostRecord` of one search's events: its trace, the best at each checkpoint
+    (in equivalent full evaluations) and the cost at which it first reached ``target``."""
     trace = best_by_cost(events)
     reached = next((cost for cost, value in trace if target is not None and value >= target), None)
     return CostRecord(
