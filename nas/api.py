@@ -192,6 +192,10 @@ class CallableObjective:
         value = float(self.evaluators[fidelity](self.space.architecture(encoding)))
         return Evaluation(value=value, cost=self.costs[fidelity], status="ok" if math.isfinite(value) else "failed")
 
+    def planned_cost(self, fidelity: str) -> float:
+        """What an evaluation at ``fidelity`` costs (also charged when it fails)."""
+        return self.costs[fidelity]
+
 
 @dataclass
 class SearchResult:

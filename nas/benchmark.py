@@ -315,6 +315,10 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
         return run_front_benchmark(cfg)  # type: ignore[return-value]
     if cfg.get("merge"):
         return merge_benchmarks(list(cfg.merge), Path(cfg.output_dir), cfg.get("readme"))
+    if cfg.get("mode") == "multifidelity":
+        from nas.benchmark_mf import run_mf_benchmark
+
+        return run_mf_benchmark(cfg)  # type: ignore[return-value]
     if cfg.budget <= 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {cfg.budget}.")
     if cfg.seeds <= 0:

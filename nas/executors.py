@@ -87,10 +87,17 @@ def evaluate_safely(objective: Objective, trial: Trial) -> Evaluation:
     except NASError:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken candidate must not end the search
-        return Evaluation(value=math.nan, status="failed", error=f"{type(exc).__name__}: {exc}")
+        return Evaluation(value=math.nan, cost=planned_cost(objective, trial), status="failed", error=f"{type(exc).__name__}: {exc}")
     if evaluation.status == "ok" and not math.isfinite(evaluation.value):
         return Evaluation(value=math.nan, cost=evaluation.cost, status="failed", metrics=evaluation.metrics, error="non-finite objective value")
     return evaluation
+
+
+def planned_cost(objective: Objective, trial: Trial) -> float:
+    """What ``trial`` was to cost: an evaluation that fails is charged the fidelity it ran at
+    (a full evaluation for objectives that do not say)."""
+    cost_of = getattr(objective, "planned_cost", None)
+    return float(cost_of(trial.fidelity)) if cost_of is not None else 1.0
 
 
 def needs_own_process(objective: Objective) -> bool:

@@ -4,13 +4,20 @@ A *full* (high-fidelity, ``"hi"``) evaluation trains a candidate for ``hi_epochs
 low-fidelity (``"lo"``) one for ``lo_epochs < hi_epochs``. Costs are counted in
 *equivalent full evaluations*: an evaluation of ``k`` epochs costs ``k / hi_epochs``.
 
+Any other number of epochs is a fidelity too, named by the number itself (``"33"``):
+Hyperband's rungs and the intermediate ``levels`` of a schedule are such fidelities.
+
 Objectives that train report the validation value after every epoch ``k`` in
 ``Evaluation.metrics[epoch_metric_key(k)]``: a full evaluation therefore also tells what
 a low-fidelity evaluation of the same architecture would have returned, which
-multi-fidelity strategies take as a free low-fidelity observation.
+multi-fidelity strategies take as a free low-fidelity observation. Objectives whose low
+fidelity is not a number of epochs (a table's proxy column) report it under
+``fidelity_metric_key(fidelity)`` instead.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from nas.errors import NASError
@@ -24,6 +31,29 @@ LOW_FIDELITY = "lo"
 def epoch_metric_key(epoch: int) -> str:
     """Key of ``Evaluation.metrics`` holding the objective value after ``epoch`` epochs (1-based)."""
     return f"value_at_epoch_{epoch}"
+
+
+def fidelity_metric_key(fidelity: str) -> str:
+    """Key of ``Evaluation.metrics`` holding the value a named ``fidelity`` would have returned."""
+    return f"value_at_fidelity_{fidelity}"
+
+
+class TrainedEpochs:
+    """How far each architecture has been trained: what continuing its run costs.
+
+    A run resumed from its checkpoint pays only the epochs beyond those already run, and a
+    shorter evaluation of a run that went further pays nothing (its epochs were validated).
+    Amounts may be any monotone unit (epochs, or cost fractions).
+    """
+
+    def __init__(self) -> None:
+        self.reached: dict[Hashable, float] = {}
+
+    def charge(self, key: Hashable, amount: float) -> float:
+        """Record that ``key`` runs to ``amount``; return the part not run before."""
+        before = self.reached.get(key, 0)
+        self.reached[key] = max(before, amount)
+        return max(0, amount - before)
 
 
 @dataclass(frozen=True)
@@ -42,6 +72,9 @@ class FidelitySchedule:
         p: low-fidelity evaluations per iteration.
         q: full evaluations every ``f`` iterations.
         f: iterations between two rounds of full evaluations.
+        levels: epochs of further fidelities between ``lo_epochs`` and ``hi_epochs`` (named by
+            their number, e.g. ``"33"``), ascending; multi-fidelity BO gives each a head and
+            observes it for free from longer runs.
     """
 
     hi_epochs: int = 3
@@ -49,8 +82,15 @@ class FidelitySchedule:
     p: int = 5
     q: int = 3
     f: int = 10
+    levels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        if self.levels and (self.lo_epochs is None or list(self.levels) != sorted(set(self.levels)) or not self.lo_epochs < self.levels[0] <= self.levels[-1] < self.hi_epochs):
+            raise NASError(
+                f"The fidelity schedule's levels must be ascending epochs strictly between lo_epochs and hi_epochs, got {list(self.levels)} "
+                f"with lo_epochs={self.lo_epochs}, hi_epochs={self.hi_epochs}."
+            )
         for name in ("hi_epochs", "p", "q", "f") + (("lo_epochs",) if self.lo_epochs is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -67,16 +107,44 @@ class FidelitySchedule:
 
     @property
     def fidelities(self) -> tuple[str, ...]:
-        """The fidelity levels, cheapest first: ``("hi",)`` or ``("lo", "hi")``."""
-        return (LOW_FIDELITY, HIGH_FIDELITY) if self.multi_fidelity else (HIGH_FIDELITY,)
+        """The fidelity levels, cheapest first: ``("hi",)``, ``("lo", "hi")`` or ``("lo", "<level>", ..., "hi")``."""
+        if not self.multi_fidelity:
+            return (HIGH_FIDELITY,)
+        return (LOW_FIDELITY, *(str(e) for e in self.levels), HIGH_FIDELITY)
 
     def epochs(self, fidelity: str) -> int:
-        """Training epochs of an evaluation at ``fidelity``."""
+        """Training epochs of an evaluation at ``fidelity``: a name of the schedule, or a
+        number of epochs from 1 to ``hi_epochs``."""
         if fidelity == HIGH_FIDELITY:
             return self.hi_epochs
         if fidelity == LOW_FIDELITY and self.lo_epochs is not None:
             return self.lo_epochs
-        raise NASError(f"Unknown fidelity {fidelity!r}; this schedule has the fidelities {', '.join(self.fidelities)}.")
+        text = str(fidelity)
+        if text.isdigit():
+            epochs = int(text)
+            if not 1 <= epochs <= self.hi_epochs:
+                raise NASError(f"A fidelity of {epochs} epochs is outside 1..{self.hi_epochs}, the epochs of a full evaluation.")
+            return epochs
+        raise NASError(f"Unknown fidelity {fidelity!r}; this schedule has the fidelities {', '.join(self.fidelities)}, or any number of epochs 1..{self.hi_epochs}.")
+
+    def name(self, epochs: int) -> str:
+        """The fidelity of an evaluation of ``epochs`` epochs (``"hi"``, ``"lo"`` or the number)."""
+        if epochs == self.hi_epochs:
+            return HIGH_FIDELITY
+        if epochs == self.lo_epochs:
+            return LOW_FIDELITY
+        return str(self.epochs(str(epochs)))
+
+    def geometric_rungs(self, eta: int, min_epochs: int | None = None) -> tuple[str, ...]:
+        """Hyperband's resources (Li et al., 2018), cheapest first: ``hi_epochs * eta^-s`` for
+        ``s = s_max .. 0``, rounded, with ``s_max`` the largest ``s`` that keeps at least
+        ``min_epochs`` epochs (default ``lo_epochs``, 1 without a low fidelity)."""
+        floor = min_epochs or self.lo_epochs or 1
+        if not 1 <= floor < self.hi_epochs:
+            raise NASError(f"The cheapest rung must train 1..{self.hi_epochs - 1} epochs, got {floor}.")
+        s_max = int(math.floor(math.log(self.hi_epochs / floor) / math.log(eta) + 1e-9))
+        epochs = sorted({max(floor, round(self.hi_epochs * eta ** (-s))) for s in range(s_max, -1, -1)})
+        return tuple(self.name(e) for e in epochs)
 
     def cost(self, fidelity: str) -> float:
         """Cost of one evaluation at ``fidelity`` in equivalent full evaluations."""

@@ -97,8 +97,23 @@ def run_search(
     """
     if not budget > 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {budget}.")
+    check_fidelities(strategy, objective)
     search = _Search(strategy, objective, budget, store, on_evaluation, on_batch, executor or LocalExecutor())
     return search.run()
+
+
+def check_fidelities(strategy: Strategy, objective: Objective) -> None:
+    """Refuse, before any work, a multi-fidelity strategy whose fidelities the objective lacks
+    (objectives that say what a fidelity costs, ``planned_cost``, are asked for each)."""
+    levels = getattr(strategy, "levels", ())
+    cost_of = getattr(objective, "planned_cost", None)
+    if cost_of is None:
+        return
+    for level in levels:
+        try:
+            cost_of(level)
+        except NASError as error:
+            raise NASError(f"{type(strategy).__name__} evaluates at the fidelities {', '.join(levels)}, which this objective does not offer: {error}") from None
 
 
 @dataclass(eq=False)
@@ -254,6 +269,12 @@ class _Search:
     def _replay(self, store: Store) -> None:
         """Replay the stored asks and tells in their recorded order; queue what was left running."""
         rows = store.rows()
+        restore = getattr(self.objective, "restore", None)
+        if restore is not None:
+            # An objective that continues runs must know how far the stored ones went.
+            for row in rows:
+                if row.evaluation is not None and row.evaluation.status == "ok":
+                    restore(row.trial.encoding, row.trial.fidelity, row.evaluation)
         by_batch: dict[int, list[StoredEvaluation]] = {}
         for row in rows:
             by_batch.setdefault(row.batch, []).append(row)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -192,6 +192,23 @@ class SearchSpace(ABC):
         if cand.shape[0] == 0:
             return encoding
         return tuple(cand[int(torch.randint(cand.shape[0], (1,), generator=generator))].tolist())
+
+    def mutate_codes(self, codes: torch.Tensor, generator: torch.Generator, steps: int = 1) -> torch.Tensor:
+        """``n x d`` codes, each row of ``codes`` mutated ``steps`` times by :meth:`mutate`
+        (row by row; large spaces override it with vectorised code)."""
+        out = []
+        for row in codes.tolist():
+            enc = tuple(row)
+            for _ in range(steps):
+                enc = self.mutate(enc, generator)
+            out.append(enc)
+        return torch.tensor(out, dtype=torch.long).reshape(-1, self.num_variables)
+
+    def suggest(self, trial: Any) -> Encoding:
+        """An encoding drawn through a define-by-run sampler's ``trial.suggest_categorical(name,
+        choices)`` (Optuna's interface): every variable's code in turn. Conditional spaces
+        override it to suggest only the variables that are active."""
+        return tuple(trial.suggest_categorical(name, list(range(len(options)))) for name, options in zip(self.variable_names, self.choices))
 
     def one_hot(self, codes: torch.Tensor) -> torch.Tensor:
         """``n x sum(cardinalities)`` one-hot features of ``n x d`` codes."""

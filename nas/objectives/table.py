@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from nas.errors import NASError
-from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, epoch_metric_key
+from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, epoch_metric_key, fidelity_metric_key
 from nas.objectives.base import Evaluation
 from nas.paths import resolve_path
 from nas.space import Encoding, SearchSpace
@@ -31,7 +31,9 @@ class TableObjective:
         low_fidelity_epochs: the epoch a low-fidelity evaluation stands for: full
             evaluations report the low-fidelity value under
             ``metrics[epoch_metric_key(low_fidelity_epochs)]``, as a training objective
-            reports every epoch's value, so that strategies receive it for free.
+            reports every epoch's value, and under ``metrics[fidelity_metric_key("lo")]``,
+            so that strategies receive it for free whatever epochs their schedule gives
+            the low fidelity.
 
     Attributes:
         values: ``N`` float64 tensor aligned with ``space.all_codes`` (``NaN`` where the
@@ -84,17 +86,22 @@ class TableObjective:
         return values
 
     def evaluate(self, encoding: Encoding, fidelity: str = HIGH_FIDELITY) -> Evaluation:
-        if fidelity not in (HIGH_FIDELITY, LOW_FIDELITY):
-            raise NASError(f"Unknown fidelity {fidelity!r}; a table objective evaluates at {HIGH_FIDELITY!r} or {LOW_FIDELITY!r}.")
-        if fidelity == LOW_FIDELITY and self.low_values is None:
-            raise NASError("This benchmark table objective has no low-fidelity column; set low_fidelity_column (e.g. val_acc) for a multi-fidelity search.")
+        cost = self.planned_cost(fidelity)
         index = int(self.space.index_of(torch.tensor([encoding], dtype=torch.long))[0])
         table = self.low_values if fidelity == LOW_FIDELITY and self.low_values is not None else self.values
         value = float(table[index]) if index >= 0 else math.nan
-        cost = self.low_fidelity_cost if fidelity == LOW_FIDELITY else 1.0
         if math.isnan(value):
             return Evaluation(value=math.nan, cost=cost, status="failed", error=f"{self.space.to_string(encoding)} is not in the table")
         if fidelity == LOW_FIDELITY or self.low_values is None:
             return Evaluation(value=value, cost=cost)
         low = float(self.low_values[index])
-        return Evaluation(value=value, metrics={} if math.isnan(low) else {epoch_metric_key(self.low_fidelity_epochs): low})
+        return Evaluation(value=value, metrics={} if math.isnan(low) else {epoch_metric_key(self.low_fidelity_epochs): low, fidelity_metric_key(LOW_FIDELITY): low})
+
+    def planned_cost(self, fidelity: str) -> float:
+        """What an evaluation at ``fidelity`` costs (also charged when it fails); raises a
+        :class:`NASError` for a fidelity the table does not hold."""
+        if fidelity not in (HIGH_FIDELITY, LOW_FIDELITY):
+            raise NASError(f"Unknown fidelity {fidelity!r}; a table objective evaluates at {HIGH_FIDELITY!r} or {LOW_FIDELITY!r}.")
+        if fidelity == LOW_FIDELITY and self.low_values is None:
+            raise NASError("This benchmark table objective has no low-fidelity column; set low_fidelity_column (e.g. val_acc) for a multi-fidelity search.")
+        return self.low_fidelity_cost if fidelity == LOW_FIDELITY else 1.0

@@ -1,9 +1,12 @@
 """Objective that trains each candidate for real with Lightning and returns its validation accuracy."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Callable
 
+from nas.errors import NASError
 from nas.fidelity import FidelitySchedule, epoch_metric_key
 from nas.objectives.base import Evaluation
 from nas.space import Encoding, SearchSpace
@@ -31,6 +34,14 @@ class TrainingObjective:
         on_epoch: receives each epoch's metrics as training goes (the search's live view), in
             the process that trains: an executor that trains elsewhere returns the epochs in
             the evaluation's metrics (``value_at_epoch_<k>``) instead.
+        continuation: keep a Lightning checkpoint of every run in ``checkpoint_dir``, and
+            continue a candidate evaluated again at more epochs from it, paying only the
+            extra epochs (a run at fewer epochs than one already made costs nothing: its
+            epochs were validated). Every run's learning-rate schedule then spans
+            ``hi_epochs``, so that a short run is the beginning of the full one. Default:
+            in multi-fidelity searches only (checkpoints take disk space).
+        checkpoint_dir: where the checkpoints of ``continuation`` are kept (the run
+            directory's ``checkpoints``, so a resumed search continues them too).
     """
 
     def __init__(
@@ -44,7 +55,15 @@ class TrainingObjective:
         seed: int = 0,
         measure_latency: bool = True,
         on_epoch: Callable[[EpochMetrics], None] | None = None,
+        continuation: bool | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> None:
+        if continuation is None:
+            continuation = fidelity.multi_fidelity
+        if continuation and checkpoint_dir is None:
+            raise NASError("Continuing candidates' runs needs a checkpoint_dir to keep their checkpoints in.")
+        self.continuation = continuation
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.space = space
         self.dataset = dataset
         self.fidelity = fidelity
@@ -71,9 +90,38 @@ class TrainingObjective:
         # process cannot run in another one, and the epochs come back in the metrics.
         return {**self.__dict__, "on_epoch": None}
 
+    def _run_files(self, encoding: Encoding) -> tuple[Path, Path]:
+        """The checkpoint of ``encoding``'s run and the record of its validated epochs."""
+        assert self.checkpoint_dir is not None
+        stem = "arch-" + "-".join(map(str, encoding))
+        return self.checkpoint_dir / f"{stem}.ckpt", self.checkpoint_dir / f"{stem}.json"
+
     def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
         epochs = self.fidelity.epochs(fidelity)
-        cost = self.fidelity.cost(fidelity)
+        if self.continuation:
+            return self._continue(encoding, epochs)
+        return self._train(encoding, epochs, self.fidelity.cost(fidelity))
+
+    def _continue(self, encoding: Encoding, epochs: int) -> Evaluation:
+        """Evaluate at ``epochs`` from the furthest earlier run of ``encoding``, if any."""
+        checkpoint, record = self._run_files(encoding)
+        done = json.loads(record.read_text()) if record.is_file() and checkpoint.is_file() else {"epochs": 0, "values": {}}
+        if done["epochs"] >= epochs:
+            values = {int(k): v for k, v in done["values"].items() if int(k) <= epochs}
+            return Evaluation(value=values[epochs], cost=0.0, metrics={epoch_metric_key(k): v for k, v in sorted(values.items())})
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        evaluation = self._train(
+            encoding, epochs, (epochs - done["epochs"]) / self.fidelity.hi_epochs,
+            ckpt_path=str(checkpoint) if done["epochs"] else None, save_checkpoint=str(checkpoint),
+        )
+        # Earlier epochs were validated by the earlier run: the evaluation reports them all.
+        evaluation.metrics = {**{epoch_metric_key(int(k)): v for k, v in done["values"].items()}, **evaluation.metrics}
+        if evaluation.status == "ok":
+            values = {**done["values"], **{str(k): evaluation.metrics[epoch_metric_key(k)] for k in range(done["epochs"] + 1, epochs + 1)}}
+            record.write_text(json.dumps({"epochs": epochs, "values": values}))
+        return evaluation
+
+    def _train(self, encoding: Encoding, epochs: int, cost: float, ckpt_path: str | None = None, save_checkpoint: str | None = None) -> Evaluation:
         num_classes = self.dataset.num_classes
         result = train_and_evaluate(
             lambda: self.space.to_module(encoding, num_classes=num_classes),
@@ -84,6 +132,9 @@ class TrainingObjective:
             on_epoch=self.on_epoch,
             time_limit_s=self.time_limit_s,
             seed=self.seed,
+            ckpt_path=ckpt_path,
+            schedule_epochs=self.fidelity.hi_epochs if self.continuation else None,
+            save_checkpoint=save_checkpoint,
         )
         metrics: dict[str, float] = {epoch_metric_key(m.epoch): 100.0 * m.val_acc for m in result.history}
         metrics["train_seconds"] = result.wall_time_s
@@ -96,6 +147,10 @@ class TrainingObjective:
         if self.measure_latency:
             metrics.update(self._profile(encoding, num_classes))
         return Evaluation(value=100.0 * result.final_val_acc, cost=cost, metrics=metrics)
+
+    def planned_cost(self, fidelity: str) -> float:
+        """What an evaluation at ``fidelity`` costs (also charged when it fails)."""
+        return self.fidelity.cost(fidelity)
 
     def _profile(self, encoding: Encoding, num_classes: int) -> dict[str, float]:
         import torch

@@ -9,10 +9,12 @@ from nas.spaces.attention import AttentionSpace
 from nas.spaces.mobileone import MobileOneSpace
 from nas.spaces.moat_hybrid import MoatHybridSpace
 from nas.spaces.nb201 import NB201Space
+from nas.spaces.nb301 import NB301Space
 from nas.spaces.swiftformer_hybrid import SwiftFormerHybridSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {
     "nb201": NB201Space,
+    "nb301": NB301Space,
     "mobileone": MobileOneSpace,
     "swiftformer_hybrid": SwiftFormerHybridSpace,
     "moat_hybrid": MoatHybridSpace,

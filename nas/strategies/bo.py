@@ -77,9 +77,9 @@ class SurrogateGuided:
         pool = [self.space.sample(self.pool_size // 2, self.generator)]
         ranked = sorted(zip(values, encodings), key=lambda t: -t[0] if t[0] == t[0] else float("inf"))
         parents = [enc for _, enc in ranked[:20]]
-        mutants = [self.space.mutate(self.space.mutate(p, self.generator), self.generator) for p in parents for _ in range(self.pool_size // 40)]
-        if mutants:
-            pool.append(torch.tensor(mutants, dtype=torch.long))
+        if parents and self.pool_size >= 40:
+            copies = torch.tensor(parents, dtype=torch.long).repeat_interleave(self.pool_size // 40, dim=0)
+            pool.append(self.space.mutate_codes(copies, self.generator, steps=2))
         return torch.unique(torch.cat(pool), dim=0), None
 
     def _select(

@@ -1,14 +1,19 @@
 """Successive halving and Hyperband (Li et al., 2018): the multi-fidelity baseline.
 
-The rungs are the fidelities of the schedule, cheapest first (``lo`` then ``hi`` today;
-any longer ordered list works). A *bracket* evaluates ``n`` random architectures at its
-first rung; once all of a rung's results are in, the best ``max(1, n // eta)`` of them
-(failures never) are promoted to the next rung, until the last rung.
+The rungs are Li et al.'s resources by default: ``hi_epochs * eta^-s`` epochs for
+``s = s_max .. 0`` (e.g. 1, 4, 11, 33, 98 epochs for 98 epochs and ``eta = 3``), or the
+fidelities of the schedule (``rungs="schedule"``: ``lo`` then ``hi`` for a table with a
+proxy column), or any ascending list of epochs. A *bracket* evaluates ``n`` random
+architectures at its first rung; once all of a rung's results are in, the best
+``max(1, n // eta)`` of them (failures never) are promoted to the next rung, until the last
+rung. A promoted trial is the same architecture at more epochs: an objective that continues
+runs (a checkpoint, or a surrogate benchmark's learning curve) charges only the extra epochs.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from collections.abc import Sequence as SequenceType
 from dataclasses import dataclass, field
 
 from nas.errors import NASError
@@ -24,7 +29,7 @@ class Bracket:
     """One run of successive halving.
 
     Attributes:
-        rung: index of the current rung in the schedule's fidelities.
+        rung: index of the current rung in the strategy's levels.
         members: the architectures at the current rung.
         queued: members not proposed yet.
         results: values of the members observed at the current rung (``NaN``: failed).
@@ -50,16 +55,32 @@ class SuccessiveHalving(MultiFidelityStrategy):
 
     Args:
         space: the search space.
-        fidelity: the schedule; its fidelities are the rungs.
+        fidelity: the schedule: epochs of a full evaluation, and of the cheapest rung
+            (``lo_epochs``).
         seed: randomness of the architectures drawn for each bracket.
         eta: the promotion ratio (Li et al.: 3).
-        bracket_size: architectures at the first rung of a bracket.
+        bracket_size: architectures at the first rung of a bracket (default ``eta^s_max``,
+            with ``s_max + 1`` rungs: Li et al.'s).
+        rungs: ``"geometric"`` (Li et al.'s resources, see the module doc), ``"schedule"``
+            (the schedule's fidelities), or ascending epochs ending at ``hi_epochs``.
+        min_epochs: the cheapest geometric rung's epochs at least (default ``lo_epochs``).
     """
 
-    def __init__(self, space: SearchSpace, fidelity: FidelitySchedule, seed: int = 0, eta: int = 3, bracket_size: int = 27) -> None:
-        super().__init__(space, fidelity, seed)
+    def __init__(
+        self,
+        space: SearchSpace,
+        fidelity: FidelitySchedule,
+        seed: int = 0,
+        eta: int = 3,
+        bracket_size: int | None = None,
+        rungs: str | SequenceType[int] = "geometric",
+        min_epochs: int | None = None,
+    ) -> None:
         if eta < 2:
             raise NASError(f"The promotion ratio eta must be at least 2, got {eta}.")
+        super().__init__(space, fidelity, seed, levels=self._rung_names(fidelity, eta, rungs, min_epochs))
+        if bracket_size is None:
+            bracket_size = eta ** (len(self.levels) - 1)
         if bracket_size < 1:
             raise NASError(f"bracket_size must be a positive number of architectures, got {bracket_size}.")
         self.eta = eta
@@ -68,6 +89,19 @@ class SuccessiveHalving(MultiFidelityStrategy):
         self.brackets: list[Bracket] = []  # open brackets, oldest first
         self.brackets_started = 0
         self._bracket_of: dict[Trial, Bracket] = {}
+
+    @staticmethod
+    def _rung_names(schedule: FidelitySchedule, eta: int, rungs: str | SequenceType[int], min_epochs: int | None) -> tuple[str, ...]:
+        if rungs == "geometric":
+            return schedule.geometric_rungs(eta, min_epochs)
+        if rungs == "schedule":
+            return schedule.fidelities
+        if isinstance(rungs, str):
+            raise NASError(f"Unknown rungs {rungs!r}; use 'geometric', 'schedule' or a list of epochs.")
+        epochs = [int(e) for e in rungs]
+        if len(epochs) < 2 or epochs != sorted(set(epochs)) or epochs[-1] != schedule.hi_epochs:
+            raise NASError(f"Hyperband's rungs must be at least two ascending epochs ending at hi_epochs={schedule.hi_epochs}, got {epochs}.")
+        return tuple(schedule.name(e) for e in epochs)
 
     def bracket_plan(self, index: int) -> tuple[int, int]:
         """First rung and size of the ``index``-th bracket (0-based)."""
@@ -91,7 +125,7 @@ class SuccessiveHalving(MultiFidelityStrategy):
 
     def _take(self, bracket: Bracket, n: int) -> list[Trial]:
         picked, bracket.queued = bracket.queued[:n], bracket.queued[n:]
-        trials = self._mark_trials(self.schedule.fidelities[bracket.rung], picked)
+        trials = self._mark_trials(self.levels[bracket.rung], picked)
         self._bracket_of.update((t, bracket) for t in trials)
         return trials
 
@@ -119,7 +153,7 @@ class SuccessiveHalving(MultiFidelityStrategy):
         # Stable sort: ties keep the order in which the rung was drawn, so runs are reproducible.
         ranked = sorted(succeeded, key=lambda enc: -bracket.results[enc])
         keep = ranked[: max(1, len(bracket.members) // self.eta)]
-        if bracket.rung + 1 == len(self.schedule.fidelities) or not keep:
+        if bracket.rung + 1 == len(self.levels) or not keep:
             self.brackets.remove(bracket)
             return
         bracket.rung += 1
@@ -129,7 +163,8 @@ class SuccessiveHalving(MultiFidelityStrategy):
 class Hyperband(SuccessiveHalving):
     """Hyperband: successive halving brackets that start at every rung in turn, from the most
     exploratory (cheapest first rung, ``bracket_size`` architectures) to plain full
-    evaluations, then again.
+    evaluations, then again. With the default rungs and bracket size these are Li et al.'s
+    brackets exactly.
 
     With ``R`` rungs (``s_max = R - 1``), bracket ``s`` (``s_max`` down to 0) starts at rung
     ``s_max - s`` with ``ceil(bracket_size * (s_max + 1) / ((s + 1) * eta^(s_max - s)))``
@@ -138,6 +173,6 @@ class Hyperband(SuccessiveHalving):
     """
 
     def bracket_plan(self, index: int) -> tuple[int, int]:
-        s_max = len(self.schedule.fidelities) - 1
+        s_max = len(self.levels) - 1
         s = s_max - index % (s_max + 1)
         return s_max - s, math.ceil(self.bracket_size * (s_max + 1) / ((s + 1) * self.eta ** (s_max - s)))

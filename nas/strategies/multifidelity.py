@@ -13,12 +13,17 @@ from collections.abc import Sequence
 import torch
 
 from nas.errors import NASError
-from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key
+from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key, fidelity_metric_key
 from nas.objectives.base import Evaluation
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy, Trial
 from nas.strategies.bo import SurrogateFactory, SurrogateGuided
 from nas.surrogate.model import EnsembleSurrogate
+
+
+#: Where full evaluations come from: the architectures evaluated cheaply (the best by the
+#: ``hi`` head's mean), or anywhere (the acquisition over them and a fresh candidate pool).
+PROMOTIONS = ("observed", "anywhere")
 
 
 class MultiFidelityStrategy(Strategy):
@@ -32,15 +37,18 @@ class MultiFidelityStrategy(Strategy):
     so that ``random_unseen`` draws architectures not touched yet.
 
     A successful or failed evaluation at a fidelity whose ``metrics`` hold the value after
-    the epochs of a lower fidelity (``metrics[epoch_metric_key(k)]``) also counts as an
-    observation at that lower fidelity, unless one exists already (the first value of an
-    (architecture, fidelity) pair is kept).
+    the epochs of a lower fidelity (``metrics[epoch_metric_key(k)]``, or
+    ``metrics[fidelity_metric_key(name)]`` when the objective's low fidelity is not a number
+    of epochs) also counts as an observation at that lower fidelity, unless one exists
+    already (the first value of an (architecture, fidelity) pair is kept).
 
     Args:
         fidelity: the schedule; it must be multi-fidelity (``lo_epochs`` set).
+        levels: the fidelities observed, cheapest first, ending with ``"hi"`` (default:
+            the schedule's).
     """
 
-    def __init__(self, space: SearchSpace, fidelity: FidelitySchedule, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, fidelity: FidelitySchedule, seed: int = 0, levels: Sequence[str] | None = None) -> None:
         super().__init__(space, seed)
         if not fidelity.multi_fidelity:
             raise NASError(
@@ -48,8 +56,11 @@ class MultiFidelityStrategy(Strategy):
                 "(e.g. fidelity=multi); with a mono-fidelity schedule use strategy=bo or another mono-fidelity strategy."
             )
         self.schedule = fidelity
-        self.observations: dict[str, dict[Encoding, float]] = {f: {} for f in fidelity.fidelities}
-        self.pending_at: dict[str, set[Encoding]] = {f: set() for f in fidelity.fidelities}
+        self.levels = tuple(levels or fidelity.fidelities)
+        if self.levels[-1] != HIGH_FIDELITY:
+            raise NASError(f"The fidelities of a multi-fidelity search must end with the full one ({HIGH_FIDELITY!r}), got {', '.join(self.levels)}.")
+        self.observations: dict[str, dict[Encoding, float]] = {f: {} for f in self.levels}
+        self.pending_at: dict[str, set[Encoding]] = {f: set() for f in self.levels}
 
     def taken(self, fidelity: str) -> set[Encoding]:
         """Architectures observed or pending at ``fidelity``."""
@@ -66,12 +77,12 @@ class MultiFidelityStrategy(Strategy):
     def observe(self, trials: Sequence[Trial], evaluations: Sequence[Evaluation]) -> None:
         for trial, evaluation in zip(trials, evaluations):
             if trial.fidelity not in self.observations:
-                raise NASError(f"Unknown fidelity {trial.fidelity!r}; this search uses the fidelities {', '.join(self.schedule.fidelities)}.")
+                raise NASError(f"Unknown fidelity {trial.fidelity!r}; this search uses the fidelities {', '.join(self.levels)}.")
             enc = tuple(trial.encoding)
             self._record(enc, trial.fidelity, float(evaluation.value) if evaluation.status == "ok" else math.nan)
             self.pending_at[trial.fidelity].discard(enc)
-            for lower in self.schedule.fidelities[: self.schedule.fidelities.index(trial.fidelity)]:
-                free = evaluation.metrics.get(epoch_metric_key(self.schedule.epochs(lower)))
+            for lower in self.levels[: self.levels.index(trial.fidelity)]:
+                free = evaluation.metrics.get(epoch_metric_key(self.schedule.epochs(lower)), evaluation.metrics.get(fidelity_metric_key(lower)))
                 if free is not None and math.isfinite(free):
                     self._record(enc, lower, float(free))
         self._sync_pending()
@@ -138,11 +149,17 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
       has then learnt nothing. If there are fewer such architectures than needed, the rest
       come from the acquisition over the whole space.
 
-    Fitting: whenever new observations arrived, the ``lo`` head is trained on all low-
-    fidelity observations for ``lo_fit_epochs``, then the ``hi`` head on all full
-    evaluations for ``hi_fit_epochs``. Both update the shared trunk; training the ``hi``
-    head last and longer gives the full evaluations more weight (thesis) and keeps that head
-    in step with a trunk that moves every iteration.
+    With ``screen_head="hi"`` the low-fidelity trials are instead the best candidates by the
+    acquisition on the ``hi`` head (the cheap runs screen what it believes in); with
+    ``promotion="anywhere"`` full evaluations are chosen by the acquisition on the ``hi``
+    head among the cheaply evaluated architectures and a fresh pool alike.
+
+    Fitting: whenever new observations arrived, each head whose data grew is trained on all
+    of its fidelity's observations (cheapest first; ``lo_fit_epochs`` for the cheaper heads),
+    then the ``hi`` head on all full evaluations for ``hi_fit_epochs``. All update the shared
+    trunk; training the ``hi`` head last and longer gives the full evaluations more weight
+    (thesis) and keeps that head in step with a trunk that moves every iteration. The heads
+    of intermediate ``levels`` learn from the values that longer runs report for their epochs.
 
     Args:
         space: the search space.
@@ -156,6 +173,10 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         initial_points: random low-fidelity evaluations before the surrogate is first used.
         lo_fit_epochs, hi_fit_epochs: surrogate training epochs on each fidelity's data.
         pool_size: candidates scored per iteration when the space cannot be enumerated.
+        screen_head: the head whose acquisition chooses the low-fidelity trials: ``lo``
+            (thesis), or ``hi`` once it has learnt from a full evaluation (the cheap runs
+            then screen what the full-fidelity head believes in).
+        promotion: where full evaluations come from, see :data:`PROMOTIONS`.
     """
 
     def __init__(
@@ -170,21 +191,30 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         lo_fit_epochs: int = 20,
         hi_fit_epochs: int = 60,
         pool_size: int = 20_000,
+        screen_head: str = LOW_FIDELITY,
+        promotion: str = "observed",
     ) -> None:
         super().__init__(space, fidelity, seed)
-        self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=fidelity.fidelities)
-        missing = [f for f in fidelity.fidelities if f not in self.surrogate.fidelities]
+        if screen_head not in (LOW_FIDELITY, HIGH_FIDELITY):
+            raise NASError(f"screen_head must be {LOW_FIDELITY!r} or {HIGH_FIDELITY!r}, got {screen_head!r}.")
+        if promotion not in PROMOTIONS:
+            raise NASError(f"Unknown promotion {promotion!r}; valid promotions are {', '.join(PROMOTIONS)}.")
+        self.screen_head = screen_head
+        self.promotion = promotion
+        self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=self.levels)
+        missing = [f for f in self.levels if f not in self.surrogate.fidelities]
         if missing:
             raise NASError(f"The surrogate of a multi-fidelity search needs a head per fidelity; it has none for {', '.join(missing)}.")
         for name, epochs in (("lo_fit_epochs", lo_fit_epochs), ("hi_fit_epochs", hi_fit_epochs)):
             if epochs < 1:
                 raise NASError(f"{name} must be a positive number of epochs, got {epochs}.")
-        self.fit_epochs = {LOW_FIDELITY: lo_fit_epochs, HIGH_FIDELITY: hi_fit_epochs}
+        # Intermediate levels learn from free observations of longer runs, like the lo head.
+        self.fit_epochs = {f: hi_fit_epochs if f == HIGH_FIDELITY else lo_fit_epochs for f in self.levels}
         self.initial_points = initial_points
         self.default_batch_size = fidelity.p + fidelity.q
         self.iteration = -1
         self._owed: dict[str, int] = {}  # trials the current iteration has yet to propose, per fidelity
-        self._fitted_on: dict[str, int] = {f: 0 for f in fidelity.fidelities}
+        self._fitted_on: dict[str, int] = {f: 0 for f in self.levels}
 
     def propose(self, n: int | None = None) -> list[Trial]:
         n = n or self.default_batch_size
@@ -210,8 +240,11 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         counts = {f: len(obs) for f, obs in self.observations.items()}
         if counts == self._fitted_on:
             return
-        for fidelity in self.schedule.fidelities:  # cheapest first: the hi head is adapted last
-            if counts[fidelity]:
+        for fidelity in self.levels:  # cheapest first: the hi head is adapted last
+            # A head is refitted when its data grew; the hi head also whenever the shared
+            # trunk moved under it, so that it stays in step.
+            changed = counts[fidelity] != self._fitted_on[fidelity] or fidelity == HIGH_FIDELITY
+            if counts[fidelity] and changed:
                 codes, values = self.observations_at(fidelity)
                 self.surrogate.fit(codes, values, fidelity, epochs=self.fit_epochs[fidelity])
         self._fitted_on = counts
@@ -220,10 +253,15 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         if len(self.observations[LOW_FIDELITY]) < self.initial_points:
             return self.random_unseen(k)
         self._fit()
-        observed = self.observations[LOW_FIDELITY]
+        head = HIGH_FIDELITY if self.screen_head == HIGH_FIDELITY and self._full_fitted() else LOW_FIDELITY
+        observed = self.observations[head]
         codes, features = self._candidates(list(observed), list(observed.values()))
-        best = float(self.observations_at(LOW_FIDELITY)[1].max())
-        return self._select(k, codes, features, self.seen | self.pending, best, LOW_FIDELITY)
+        best = float(self.observations_at(head)[1].max())
+        return self._select(k, codes, features, self.seen | self.pending, best, head)
+
+    def _full_fitted(self) -> bool:
+        """Whether the ``hi`` head has learnt from a successful full evaluation."""
+        return bool(self._fitted_on[HIGH_FIDELITY]) and not all(math.isnan(v) for v in self.values)
 
     def _choose_full(self, k: int) -> list[Encoding]:
         if not self.observations[LOW_FIDELITY] and not self.observations[HIGH_FIDELITY]:
@@ -235,6 +273,12 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         taken = self.taken(HIGH_FIDELITY)
         promising = [enc for enc, v in self.observations[LOW_FIDELITY].items() if not math.isnan(v) and enc not in taken]
         picks: list[Encoding] = []
+        if promising and self.promotion == "anywhere":
+            # The acquisition chooses among the cheaply seen and the unseen alike.
+            observed = self.observations[head]
+            pool, _ = self._candidates(list(observed), list(observed.values()))
+            codes = torch.unique(torch.cat([pool, torch.tensor(promising, dtype=torch.long)]), dim=0)
+            return self._select(k, codes, None, taken, best, head)
         if promising:
             # Promotion exploits: of the architectures seen cheaply, the best predicted
             # ones are trained fully (the acquisition explores among the cheap trials).

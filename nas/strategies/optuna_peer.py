@@ -1,7 +1,8 @@
 """Optuna's samplers as external baselines, driven through Optuna's own ask/tell API.
 
 Optuna is an optional dependency (``pip install .[peers]``). Each categorical variable
-of the space becomes one ``suggest_categorical``. When a sampler proposes an architecture
+of the space becomes one ``suggest_categorical`` (only the active ones in a conditional
+space, see :meth:`SearchSpace.suggest`). When a sampler proposes an architecture
 that was already evaluated, its known value is told back at no cost and the sampler
 is asked again: the comparison counts distinct evaluations for every strategy alike.
 """
@@ -61,11 +62,7 @@ class OptunaStrategy(Strategy):
 
     def _propose(self) -> tuple[Any, Encoding]:
         trial = self.study.ask()
-        enc = tuple(
-            trial.suggest_categorical(name, list(range(len(options))))
-            for name, options in zip(self.space.variable_names, self.space.choices)
-        )
-        return trial, enc
+        return trial, self.space.suggest(trial)
 
     def ask(self, n: int | None = None) -> list[Encoding]:
         n = n or self.default_batch_size

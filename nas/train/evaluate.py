@@ -231,6 +231,8 @@ def train_and_evaluate(
     seed: int | None = 0,
     callbacks: Sequence[Callback] = (),
     ckpt_path: str | None = None,
+    schedule_epochs: int | None = None,
+    save_checkpoint: str | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``datamodule`` for ``epochs`` epochs and report each validated epoch.
 
@@ -247,7 +249,11 @@ def train_and_evaluate(
         seed: seeds the weights and data order; the caller's random state is restored after.
         callbacks: extra Lightning callbacks.
         ckpt_path: a Lightning checkpoint to resume training from (weights, optimiser,
-            schedule and epoch); the network is built first, then restored.
+            schedule and epoch); the network is built first, then restored. ``epochs``
+            counts from the start of the run, so resuming after 12 epochs with
+            ``epochs=33`` trains 21 more.
+        schedule_epochs: the epochs the learning-rate schedule spans (default ``epochs``).
+        save_checkpoint: where to write a checkpoint after a successful run (to continue it).
 
     Returns:
         The result; ``status`` is ``"failed"`` with a ``reason`` when the run raised,
@@ -272,8 +278,10 @@ def train_and_evaluate(
         global_rank, world_size = lightning_trainer.global_rank, lightning_trainer.world_size
         try:
             network = model if isinstance(model, nn.Module) else model()
-            module = ClassificationModule(network, datamodule.num_classes, optimizer)
+            module = ClassificationModule(network, datamodule.num_classes, optimizer, schedule_epochs)
             lightning_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            if save_checkpoint is not None and not lightning_trainer.interrupted:
+                lightning_trainer.save_checkpoint(save_checkpoint)
         except Exception as error:  # a candidate's failure of any kind is recorded, not raised
             reason = describe_failure(error)
             if torch.cuda.is_available():

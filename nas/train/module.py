@@ -110,11 +110,15 @@ class ClassificationModule(L.LightningModule):
         model: maps ``batch x 3 x H x W`` images to ``batch x num_classes`` logits.
         num_classes: number of classes of the dataset.
         optimizer: optimiser, schedule and label smoothing.
+        schedule_epochs: the epochs the learning-rate schedule spans (default: the
+            trainer's ``max_epochs``). A run that may be continued later sets the epochs of
+            the longest run, so that a short run is exactly the beginning of the long one.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, optimizer: OptimizerConfig | None = None) -> None:
+    def __init__(self, model: nn.Module, num_classes: int, optimizer: OptimizerConfig | None = None, schedule_epochs: int | None = None) -> None:
         super().__init__()
         self.model = model
+        self.schedule_epochs = schedule_epochs
         self.num_classes = num_classes
         self.optimizer_config = optimizer or OptimizerConfig()
         # validate_args=False: the argument checks synchronise with the device at every update.
@@ -152,8 +156,9 @@ class ClassificationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         config = self.optimizer_config
         optimizer = OPTIMIZERS[config.name](self.parameters(), config)
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
+        run_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = run_steps / max(1, self.trainer.max_epochs or 1)
+        total_steps = max(1, round(steps_per_epoch * self.schedule_epochs)) if self.schedule_epochs else run_steps
         warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
         scheduler = LambdaLR(
             optimizer,

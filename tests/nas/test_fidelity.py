@@ -82,7 +82,7 @@ def test_table_objective_low_fidelity(nb201: NB201Space) -> None:
     lo, hi = objective.evaluate(enc, "lo"), objective.evaluate(enc, "hi")
     assert (lo.value, lo.cost) == (float(objective.low_values[123]), 0.06)
     assert (hi.value, hi.cost) == (float(objective.values[123]), 1.0)
-    assert hi.metrics == {"value_at_epoch_12": lo.value}
+    assert hi.metrics == {"value_at_epoch_12": lo.value, "value_at_fidelity_lo": lo.value}
     assert lo.value != hi.value  # val_acc and test_acc are different columns
     with pytest.raises(NASError, match="Unknown fidelity 'mid'"):
         objective.evaluate(enc, "mid")

@@ -33,7 +33,7 @@ def _lo_value(objective: TableObjective, space: NB201Space, enc: tuple[int, ...]
 
 @pytest.mark.parametrize("bracket_size, eta", [(9, 3), (10, 3), (16, 4), (7, 2)])
 def test_a_rung_promotes_exactly_its_top_one_over_eta(nb201: NB201Space, mf_table: TableObjective, bracket_size: int, eta: int) -> None:
-    strategy = SuccessiveHalving(nb201, SCHEDULE, seed=1, eta=eta, bracket_size=bracket_size)
+    strategy = SuccessiveHalving(nb201, SCHEDULE, rungs="schedule", seed=1, eta=eta, bracket_size=bracket_size)
     rung = strategy.propose()
     assert [t.fidelity for t in rung] == ["lo"] * bracket_size
     strategy.observe(rung, _evaluate(mf_table, rung))
@@ -50,20 +50,20 @@ def test_a_rung_promotes_exactly_its_top_one_over_eta(nb201: NB201Space, mf_tabl
 
 
 def test_failures_are_never_promoted(nb201: NB201Space) -> None:
-    strategy = SuccessiveHalving(nb201, SCHEDULE, seed=0, eta=3, bracket_size=6)
+    strategy = SuccessiveHalving(nb201, SCHEDULE, rungs="schedule", seed=0, eta=3, bracket_size=6)
     rung = strategy.propose()
     values = [math.nan, 70.0, math.nan, math.nan, 60.0, math.nan]
     strategy.observe(rung, [Evaluation(math.nan, cost=0.06, status="failed") if math.isnan(v) else Evaluation(v, cost=0.06) for v in values])
     # 6 // 3 = 2 promotions: the two successes, best first, none of the failures.
     assert [t.encoding for t in strategy.propose()] == [rung[1].encoding, rung[4].encoding]
-    all_failed = SuccessiveHalving(nb201, SCHEDULE, seed=0, eta=3, bracket_size=3)
+    all_failed = SuccessiveHalving(nb201, SCHEDULE, rungs="schedule", seed=0, eta=3, bracket_size=3)
     rung = all_failed.propose()
     all_failed.observe(rung, [Evaluation(math.nan, cost=0.06, status="failed")] * 3)
     assert {t.fidelity for t in all_failed.propose()} == {"lo"}  # the bracket closed without a full evaluation
 
 
 def test_hyperband_cycles_its_brackets(nb201: NB201Space, mf_table: TableObjective) -> None:
-    strategy = Hyperband(nb201, SCHEDULE, seed=0, eta=3, bracket_size=9)
+    strategy = Hyperband(nb201, SCHEDULE, rungs="schedule", seed=0, eta=3, bracket_size=9)
     assert [strategy.bracket_plan(i) for i in range(4)] == [(0, 9), (1, 6), (0, 9), (1, 6)]
     history = run_search(strategy, mf_table, budget=19)
     fidelities = "".join("l" if t.fidelity == "lo" else "h" for t in history.trials)
@@ -78,7 +78,7 @@ def test_hyperband_cycles_its_brackets(nb201: NB201Space, mf_table: TableObjecti
 
 
 def test_waiting_rungs_open_new_brackets_and_released_trials_return(nb201: NB201Space, mf_table: TableObjective) -> None:
-    strategy = SuccessiveHalving(nb201, SCHEDULE, seed=0, eta=3, bracket_size=6)
+    strategy = SuccessiveHalving(nb201, SCHEDULE, rungs="schedule", seed=0, eta=3, bracket_size=6)
     first = strategy.propose(4)
     rest = strategy.propose()
     assert len(first) == 4 and len(rest) == 2 and len(strategy.brackets) == 1
@@ -92,15 +92,15 @@ def test_waiting_rungs_open_new_brackets_and_released_trials_return(nb201: NB201
 
 
 def test_same_seed_same_proposals(nb201: NB201Space, mf_table: TableObjective) -> None:
-    runs = [run_search(Hyperband(nb201, SCHEDULE, seed=s, bracket_size=9), mf_table, budget=10).trials for s in (2, 2, 3)]
+    runs = [run_search(Hyperband(nb201, SCHEDULE, rungs="schedule", seed=s, bracket_size=9), mf_table, budget=10).trials for s in (2, 2, 3)]
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
 
 
 def test_bad_hyperband_settings(nb201: NB201Space) -> None:
     with pytest.raises(NASError, match="eta must be at least 2"):
-        Hyperband(nb201, SCHEDULE, eta=1)
+        Hyperband(nb201, SCHEDULE, rungs="schedule", eta=1)
     with pytest.raises(NASError, match="bracket_size must be a positive"):
-        SuccessiveHalving(nb201, SCHEDULE, bracket_size=0)
+        SuccessiveHalving(nb201, SCHEDULE, rungs="schedule", bracket_size=0)
     with pytest.raises(NASError, match="needs a schedule with lo_epochs"):
         Hyperband(nb201, FidelitySchedule(hi_epochs=3))
