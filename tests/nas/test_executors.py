@@ -79,9 +79,12 @@ def test_process_executor_runs_evaluations_asynchronously_in_parallel_workers_an
     with sqlite3.connect(tmp_path / "store.sqlite") as db:
         rows = db.execute("SELECT batch, position, requested, encoding, status, attempts, arrival, told FROM evaluations ORDER BY batch, position").fetchall()
         asks = db.execute("SELECT batch, requested, asked_after FROM asks ORDER BY batch").fetchall()
-    # One suggestion per free worker: two at the start, then one each time a worker frees up.
-    assert [(b, p, r) for b, p, r, *_ in rows] == [(0, 0, 2), (0, 1, 2), (1, 0, 1), (2, 0, 1), (3, 0, 1), (4, 0, 1)]
-    assert [a for _, _, a in asks] == [0, 1, 2, 3, 4]  # each new suggestion after one more result
+    # One suggestion per free worker: two at the start, then as many as workers freed up
+    # since the last ask (one at a time unless two results arrive in the same poll).
+    assert asks[0] == (0, 2, 0) and sum(requested for _, requested, _ in asks) == 6
+    for (_, _, before), (_, requested, after) in zip(asks, asks[1:]):
+        assert after > before and requested == after - before
+    assert [(b, p) for b, p, *_ in rows] == [(b, p) for b, requested, _ in asks for p in range(requested)]
     by_arrival = sorted(rows, key=lambda r: r[6])
     assert [tuple(json.loads(r[3])) for r in by_arrival] == history.encodings
     assert [r[7] for r in by_arrival] == list(range(6))  # each told the moment it arrived
