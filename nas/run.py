@@ -18,10 +18,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, user_errors
+from nas.columns import load_columns
 from nas.errors import NASError, positive_number, whole_number
 from nas.front import FRONT_PNG, front_of, front_plot, front_table
 from nas.goals import Goals
 from nas.objectives.costs import CostAwareObjective
+from nas.objectives.measured_costs import MEASURABLE, MeasuredCosts
 from nas.paths import resolve_path
 from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
 from nas.proxies import dataset_batch
@@ -58,6 +60,26 @@ def cost_tables(cfg: DictConfig, space: SearchSpace) -> list[str]:
     return [shipped] if resolve_path(shipped).is_file() else []
 
 
+def cost_aware_objective(cfg: DictConfig, objective: Any, space: SearchSpace, goals: Goals) -> CostAwareObjective:
+    """``objective`` reporting the goal columns: from the cost tables, and measured on the
+    fused network before training (``measured_costs``) for those no table holds."""
+    tables = cost_tables(cfg, space)
+    tabulated = list(load_columns(space, tables)) if tables else []
+    value = goals.objectives[0].name
+    goals.validate(dict.fromkeys([value, *tabulated, *MEASURABLE]), "the search, with its cost tables and the costs measurable before training,")
+    to_measure = [c for c in goals.columns if c in MEASURABLE and c not in tabulated]
+    known_untabulated = [c for c in goals.known if c not in tabulated]
+    if known_untabulated:
+        raise NASError(
+            f"Known costs ({', '.join(known_untabulated)}) need a cost table covering every member "
+            "(python -m nas.latency_table num_samples=all writes one for latency); without one, drop known and the costs are measured before each training."
+        )
+    measured = MeasuredCosts(space, to_measure, **cfg.measured_costs) if to_measure else None
+    if measured is not None:
+        log.info("measured before training on %s: %s (cached in %s)", measured.device, ", ".join(to_measure), measured.path)
+    return CostAwareObjective(objective, space, goals, tables, measured)
+
+
 def trains_candidates(objective: Any) -> bool:
     """Whether an ``objective`` config node trains networks (and so uses dataset, trainer, fidelity)."""
     return str(objective.get("_target_", "")).endswith("TrainingObjective")
@@ -73,6 +95,8 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(container, dict)
     identity = {key: container.get(key) for key in SEARCH_KEYS if key in container}
     identity.update({key: container[key] for key in GOAL_KEYS if container.get(key) is not None})
+    if container.get("objectives") or container.get("constraints"):
+        identity["cost_device"] = (container.get("measured_costs") or {}).get("device", "cpu")  # latency differs per device
     if not trains_candidates(cfg.objective):
         for key in ("dataset", "trainer", "fidelity"):
             identity.pop(key, None)
@@ -160,7 +184,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     objective = build_objective(cfg, space)
     goals = goals_of(cfg)
     if goals is not None:
-        objective = CostAwareObjective(objective, space, goals, cost_tables(cfg, space))
+        objective = cost_aware_objective(cfg, objective, space, goals)
         log.info("goals: %s", goals.describe())
     if cfg.get("reference"):
         space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
@@ -207,8 +231,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if rho is not None:
             spearman_points.append((len(history.evaluations), rho))
             logger.log_surrogate(len(history.evaluations), rho)
-        if goals is not None:
-            front_plot(records_of(space, history), goals, output / FRONT_PNG)  # the front as it stands
+        if goals is not None and (plot := front_plot(records_of(space, history), goals, output / FRONT_PNG)) is not None:
+            logger.log_plot("front", plot, len(history.evaluations))  # the front as it stands
 
     # A refused store must not start a Ray instance, and a refused executor must not write a store.
     Store.verify(output / "store.sqlite", search_identity(cfg))

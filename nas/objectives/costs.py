@@ -1,4 +1,5 @@
-"""An objective that also reports the costs a search's goals read, from cost tables."""
+"""An objective that also reports the costs a search's goals read, from cost tables or
+measured before training, and refuses candidates over a budget before training them."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.goals import Goals
 from nas.objectives.base import Evaluation, Objective
+from nas.objectives.measured_costs import MeasuredCosts
 from nas.space import Encoding, SearchSpace
 
 #: The name goals use for the wrapped objective's own value.
@@ -29,9 +31,15 @@ class CostAwareObjective:
             named ``accuracy`` or after the objective's column.
         tables: CSV tables with an ``arch`` column and cost columns (FLOPs, parameters, a
             device's latency), joined on ``arch``.
+        measured: costs measured on each candidate's fused network before it is trained
+            (for goal columns no table holds).
+
+    A candidate whose costs (from the tables or measured) break a budget is not trained:
+    its evaluation fails at no cost, with the costs in its metrics, so that a strategy
+    still learns where the budget lies.
     """
 
-    def __init__(self, objective: Objective, space: SearchSpace, goals: Goals, tables: Sequence[str | Path]) -> None:
+    def __init__(self, objective: Objective, space: SearchSpace, goals: Goals, tables: Sequence[str | Path], measured: MeasuredCosts | None = None) -> None:
         self.objective = objective
         self.space = space
         self.goals = goals
@@ -40,7 +48,8 @@ class CostAwareObjective:
         if self.value_name not in own:
             raise NASError(f"The first objective is the searched value, named {' or '.join(sorted(own))}; got {self.value_name!r}.")
         self.columns = load_columns(space, tables) if tables else {}
-        goals.validate([self.value_name, *self.columns], "the search, with its cost tables,")
+        self.measured = measured
+        goals.validate([self.value_name, *self.columns, *(measured.columns if measured else ())], "the search, with its cost tables,")
 
     def __getattr__(self, name: str) -> object:
         if name == "objective":  # not set yet (e.g. while unpickling)
@@ -48,11 +57,21 @@ class CostAwareObjective:
         return getattr(self.objective, name)  # dataset, trainer, fidelity, ... of the wrapped objective
 
     def costs(self, encoding: Encoding) -> dict[str, float]:
-        """The table values of the goal columns of one architecture (``NaN`` if missing)."""
-        index = int(self.space.index_of(torch.tensor([encoding], dtype=torch.long))[0])
-        return {name: float(column[index]) if index >= 0 else math.nan for name, column in self.columns.items() if name in self.goals.columns}
+        """The goal columns of one architecture known without training: table values
+        (``NaN`` if missing), then measured costs."""
+        index = int(self.space.index_of(torch.tensor([encoding], dtype=torch.long))[0]) if self.columns else -1
+        out = {name: float(column[index]) if index >= 0 else math.nan for name, column in self.columns.items() if name in self.goals.columns}
+        if self.measured is not None:
+            out.update(self.measured(encoding))
+        return out
 
     def evaluate(self, encoding: Encoding, fidelity: str = HIGH_FIDELITY) -> Evaluation:
+        costs = self.costs(encoding)
+        # A cost no table holds (NaN) is unknown, not over budget: such a candidate is trained.
+        broken = [str(c) for c in self.goals.constraints if not math.isnan(costs.get(c.name, math.nan)) and not bool(c.satisfied(torch.tensor([costs[c.name]], dtype=torch.float64))[0])]
+        if broken:
+            measured = ", ".join(f"{name} {costs[name]:.4g}" for name in dict.fromkeys(c.name for c in self.goals.constraints if c.name in costs))
+            return Evaluation(value=math.nan, cost=0.0, status="failed", metrics=costs, error=f"over budget before training ({measured}; budget {', '.join(broken)})")
         evaluation = self.objective.evaluate(encoding, fidelity)
-        metrics = {**evaluation.metrics, **self.costs(encoding), self.value_name: evaluation.value}
+        metrics = {**evaluation.metrics, **costs, self.value_name: evaluation.value}
         return Evaluation(value=evaluation.value, cost=evaluation.cost, status=evaluation.status, metrics=metrics, error=evaluation.error)

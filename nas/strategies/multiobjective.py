@@ -110,11 +110,14 @@ class MultiObjectiveStrategy(Strategy):
 
     def observe(self, trials: Sequence[Trial], evaluations: Sequence[Evaluation]) -> None:
         """Record finished trials from the goal columns of their ``metrics`` (the first
-        objective is the evaluation's value), as :class:`nas.objectives.costs.CostAwareObjective` reports them."""
+        objective is the evaluation's value), as :class:`nas.objectives.costs.CostAwareObjective`
+        reports them; a failed trial's other columns are kept where its metrics hold them."""
         rows = []
         for evaluation in evaluations:
             metrics = {**evaluation.metrics, self.goals.names[0]: evaluation.value}
-            rows.append([float(metrics.get(name, math.nan)) if evaluation.status == "ok" else math.nan for name in self.goals.columns])
+            # A failed candidate keeps the costs measured before its training (e.g. one
+            # refused over a budget): the cost heads learn where the budget lies from it.
+            rows.append([float(metrics.get(name, math.nan)) if evaluation.status == "ok" or j > 0 else math.nan for j, name in enumerate(self.goals.columns)])
         self.tell([t.encoding for t in trials], rows)
 
     def observed_rows(self) -> torch.Tensor:

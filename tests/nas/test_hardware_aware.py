@@ -50,8 +50,50 @@ def test_a_front_search_stores_prints_and_plots_its_front(tmp_path: Path, capsys
 def test_goal_errors_in_the_product_are_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(NASError, match="needs a strategy for fronts and budgets: strategy=mobo"):
         run(_config(*TABLE_SEARCH, "strategy=random", "objectives=[accuracy:max,flops_m:min]", f"output_dir={tmp_path / 'a'}"))
-    with pytest.raises(NASError, match="has no column or metric 'latency_ms'; valid ones are accuracy, flops_m, params_m"):
-        run(_config(*TABLE_SEARCH, "strategy=nsga2", "objectives=[accuracy:max,latency_ms:min]", f"output_dir={tmp_path / 'b'}"))
+    with pytest.raises(NASError, match="has no column or metric 'energy_mj'; valid ones are accuracy, flops_m, params_m, latency_ms"):
+        run(_config(*TABLE_SEARCH, "strategy=nsga2", "objectives=[accuracy:max,energy_mj:min]", f"output_dir={tmp_path / 'b'}"))
+    with pytest.raises(NASError, match=r"Known costs \(latency_ms\) need a cost table covering every member"):
+        run(_config(*TABLE_SEARCH, "strategy=nsga2", "objectives=[accuracy:max,latency_ms:min]", "known=[latency_ms]", f"output_dir={tmp_path / 'c'}"))
+    assert not (tmp_path / "c").exists()  # refused before anything ran
+
+
+def test_costs_no_table_holds_are_measured_before_training_and_over_budget_candidates_are_not_trained(tmp_path: Path) -> None:
+    budget = 0.4  # M parameters: about 40 % of NAS-Bench-201's members
+    overrides = [*TABLE_SEARCH, "strategy=random_front", "objectives=[accuracy:max]", f"constraints={{params_m:{budget}}}", "cost_tables=[]", "budget=8", f"measured_costs.cache_dir={tmp_path / 'cache'}"]
+    summary = run(_config(*overrides, f"output_dir={tmp_path / 'run'}"))
+    state = read_run(tmp_path / "run")
+    refused = [e for e in state.evaluations if e.status == "failed"]
+    trained = [e for e in state.evaluations if e.status == "ok"]
+    assert refused and len(trained) == 8  # the budget counts trained candidates only
+    assert all(e.cost == 0 and e.error.startswith("over budget before training (params_m") and e.metrics["params_m"] > budget for e in refused)
+    assert all(e.metrics["params_m"] <= budget for e in trained)
+    assert summary["cost"] == pytest.approx(8.0)
+    # Measured on the network built now, as the shipped table has them; cached per architecture.
+    shipped = load_columns(NB201Space(), ["package://nb201/costs.csv"])
+    (cache,) = (tmp_path / "cache" / "costs").glob("nb201-*-cpu.csv")
+    cached = load_columns(NB201Space(), [cache])["params_m"]
+    assert int((~torch.isnan(cached)).sum()) == len(state.evaluations)
+    assert torch.allclose(cached[~torch.isnan(cached)], shipped["params_m"][~torch.isnan(cached)].double(), rtol=1e-6)
+    # A longer search over the same store measures only its new candidates.
+    before = cache.read_text().splitlines()
+    run(_config(*overrides[:-2], "budget=10", f"measured_costs.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}"))
+    after = cache.read_text().splitlines()
+    assert after[: len(before)] == before and len(after) > len(before)
+
+
+def test_measured_latency_is_cached_per_architecture_and_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nas.objectives.measured_costs import MeasuredCosts
+
+    small = NB201Space(channels=4, cells_per_stage=1, resolution=8)
+    code = tuple(small.all_codes[1234].tolist())
+    protocol = {"rounds": 2, "repetitions": 2, "warmup": 1}
+    first = MeasuredCosts(small, ["latency_ms", "flops_m"], cache_dir=tmp_path, **protocol)(code)
+    assert first["latency_ms"] > 0 and first["flops_m"] > 0
+    # A new search (a new process) reads the cache: no network is built again.
+    monkeypatch.setattr(NB201Space, "to_module", lambda *_: (_ for _ in ()).throw(AssertionError("measured twice")))
+    assert MeasuredCosts(small, ["latency_ms", "flops_m"], cache_dir=tmp_path, **protocol)(code) == first
+    with pytest.raises(NASError, match="Cost 'energy_mj' cannot be measured before training; measurable costs are flops_m, params_m, latency_ms"):
+        MeasuredCosts(small, ["energy_mj"], cache_dir=tmp_path)
 
 
 def test_device_that_is_not_here_is_refused() -> None:
