@@ -38,6 +38,9 @@ class SearchLogger(Protocol):
     def log_surrogate(self, evaluations: int, spearman: float) -> None:
         """The surrogate's rank correlation on the architectures evaluated so far."""
 
+    def log_plot(self, name: str, path: Path, evaluations: int) -> None:
+        """A plot of the search as it stands after ``evaluations`` (e.g. the front), redrawn as it goes."""
+
     def finish(self, records: Sequence[EvaluationRecord], best_record: EvaluationRecord | None, png_paths: Sequence[Path]) -> None:
         """Close the log with every evaluation, the best one and the report's PNG files."""
 
@@ -52,6 +55,9 @@ class NullLogger:
         pass
 
     def log_surrogate(self, evaluations: int, spearman: float) -> None:
+        pass
+
+    def log_plot(self, name: str, path: Path, evaluations: int) -> None:
         pass
 
     def finish(self, records: Sequence[EvaluationRecord], best_record: EvaluationRecord | None, png_paths: Sequence[Path]) -> None:
@@ -115,7 +121,8 @@ class WandbLogger:
     Per evaluation (W&B step = evaluation index): ``value``, ``fidelity``, ``cost``,
     ``cumulative_cost``, ``best_so_far`` (also charted against ``cumulative_cost``),
     ``status``, ``seconds`` and every numeric metric under ``metrics/``; the surrogate's
-    rank correlation under ``surrogate/``. At the end: a table of all evaluations, an
+    rank correlation under ``surrogate/``; plots redrawn during the search (the front of a
+    search with several objectives) under ``plots/``. At the end: a table of all evaluations, an
     accuracy-vs-latency scatter when latency was measured, the report's PNG images, and the
     best architecture in the run summary.
 
@@ -190,6 +197,15 @@ class WandbLogger:
             # current step open until a later one is logged); never a step already passed.
             payload = {"surrogate/spearman": spearman, "surrogate/evaluations": evaluations}
             self._guard("log the surrogate", lambda: self._log(payload, max(self._step, evaluations - 1, 0)))
+
+    def log_plot(self, name: str, path: Path, evaluations: int) -> None:
+        def log() -> None:
+            import wandb
+
+            # Under plots/, one image per step: W&B's media panel steps through them.
+            self._log({f"plots/{name}": wandb.Image(str(path))}, max(self._step, evaluations - 1, 0))
+
+        self._guard(f"log the {name} plot", log)
 
     def finish(self, records: Sequence[EvaluationRecord], best_record: EvaluationRecord | None, png_paths: Sequence[Path]) -> None:
         def close() -> None:

@@ -156,6 +156,8 @@ def offline_run(wandb_env: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
         logger.log_evaluation(record, best, cost)
         if record.index == SURROGATE_AT:
             logger.log_surrogate(record.index + 1, 0.6)
+            (early,) = [p for p in write_report(run_dir / "early", records[: record.index + 1], []) if p.stem == "best_so_far"]
+            logger.log_plot("front", early, record.index + 1)  # as a search with several objectives redraws its front
     pngs = write_report(run_dir, records, [(SURROGATE_AT + 1, 0.6)])
     logger.finish(records, best_record(records), pngs)
     # The W&B service may still hold the end of its transaction log in a buffer after the
@@ -187,6 +189,15 @@ def test_surrogate_correlation_joins_its_evaluation(offline_run: tuple[list[Eval
     assert list(with_rho) == [SURROGATE_AT]
     assert with_rho[SURROGATE_AT]["surrogate/spearman"] == 0.6
     assert with_rho[SURROGATE_AT]["surrogate/evaluations"] == SURROGATE_AT + 1
+
+
+def test_a_plot_redrawn_during_the_search_joins_its_evaluation(offline_run: tuple[list[EvaluationRecord], StoredRun]) -> None:
+    _, run = offline_run
+    with_plot = {step: row for step, row in run.history.items() if any(key.startswith("plots/front") for key in row)}
+    assert list(with_plot) == [SURROGATE_AT]
+    row = with_plot[SURROGATE_AT]
+    image = row["plots/front"] if "plots/front" in row else {k.removeprefix("plots/front/"): v for k, v in row.items() if k.startswith("plots/front/")}
+    assert image["_type"] == "image-file" and (run.files / image["path"]).stat().st_size > 0
 
 
 def test_summary_names_the_best_full_evaluation(offline_run: tuple[list[EvaluationRecord], StoredRun]) -> None:
