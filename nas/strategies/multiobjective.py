@@ -423,11 +423,16 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         if len(self.rows) < self.initial_points:
             return self._mark_pending(self.random_feasible(min(n, self.initial_points - len(self.rows))))
         self._fit()
-        if not self.space.enumerable:
-            raise NASError(f"Multi-objective search scores every member; search space {self.space.name!r} is too large to enumerate.")
-        codes, features = self.space.all_codes, self._all_features
         observed = torch.tensor(self.encodings, dtype=torch.long)
-        excluded = ~self._free_members()
+        if self.space.enumerable:
+            codes, features = self.space.all_codes, self._all_features
+            excluded = ~self._free_members()
+        else:
+            # A pool of random members and mutations of the front (the best first objective after it).
+            front = set(self.front_indices())
+            codes, features = self._candidates(self.encodings, [math.inf if i in front else float(v) for i, v in enumerate(self.values)])
+            taken = self.seen | self.pending
+            excluded = torch.isin(self.space.keys(codes), self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)))
         modelled_budgets = [c for c in self.goals.constraints if c.name in self.modelled]
         feasibility = None
         if modelled_budgets:

@@ -219,6 +219,29 @@ def test_known_budgets_are_never_proposed(nb201: NB201Space, columns: dict[str, 
         MultiObjectiveRandom(nb201, 0, impossible, known)
 
 
+def test_ensemble_bo_searches_a_front_in_a_space_too_large_to_enumerate(tiny_ensemble: dict[str, object]) -> None:
+    """DARTS cells (NAS-Bench-301): candidates come from a pool of random members and
+    mutations of the front; the cost is a function of the cell the surrogate can learn."""
+    from nas.spaces.nb301 import NB301Space
+    from nas.surrogate.model import EnsembleSurrogate
+
+    space = NB301Space()
+    goals = Goals.parse(["accuracy:max", "cost:min"])
+    factory = lambda **kw: EnsembleSurrogate(**{**tiny_ensemble, **kw})  # noqa: E731
+    strategy = MultiObjectiveBO(space, factory, 0, goals, pretraining="none", batch_size=4, initial_points=6, pool_size=500)
+    proposed: list[tuple[int, ...]] = []
+    while len(proposed) < 22:
+        encodings = strategy.ask(None)
+        codes = torch.tensor(encodings, dtype=torch.long)
+        assert all(space.parse(space.to_string(e)) == e for e in encodings)  # valid members (parse checks the conditions)
+        accuracy = (codes == 1).double().mean(1)  # any deterministic trade-off of the cell's choices
+        cost = (codes.double() + 1).log().sum(1)
+        strategy.tell(encodings, torch.stack([accuracy, cost], 1).tolist())
+        proposed += encodings
+    assert len(set(proposed)) == len(proposed)  # never the same member twice
+    assert strategy.front_indices()
+
+
 def test_optuna_multi_objective_sampler_proposes_distinct_members(nb201: NB201Space, columns: dict[str, torch.Tensor]) -> None:
     goals = Goals.parse(["test_acc:max", "flops_m:min"], ["params_m<=0.5"])
     table = torch.stack([columns[n] for n in goals.columns], 1)
