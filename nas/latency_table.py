@@ -12,15 +12,23 @@ reference time is far above the quietest reference round seen is discarded and m
 again; the stored latency is the median of the kept rounds' medians, with their
 interquartile range as its dispersion, and the ratio to the reference (which cancels a
 uniform slowdown of the whole machine).
+
+Devices: ``cpu`` and ``cuda`` run the fused PyTorch network; ``onnxruntime`` exports it to
+ONNX and times onnxruntime's CPU execution provider on it, the deployed runtime of many
+edge targets.
 """
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -38,7 +46,7 @@ from nas.zero_cost import sample_codes
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "onnxruntime")
 LATENCY_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_ratio", "rounds", "discarded_rounds")
 
 
@@ -54,15 +62,39 @@ class RobustLatency:
 
 
 def check_device(device: str) -> torch.device:
-    """The torch device named ``device``; :class:`NASError` when it is unknown or absent here."""
+    """The torch device the inputs of ``device`` live on (``cpu`` for onnxruntime);
+    :class:`NASError` when it is unknown or absent here."""
     if device not in DEVICES:
         raise NASError(f"Unknown device {device!r}; valid devices are {', '.join(DEVICES)}.")
     if device == "cuda" and not torch.cuda.is_available():
         raise NASError("Device 'cuda' is not available on this machine (torch sees no CUDA GPU); use device=cpu.")
-    return torch.device(device)
+    if device == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        raise NASError("Device 'onnxruntime' needs the onnx and onnxruntime packages: pip install 'nas-efficient-vision[export]'.")
+    return torch.device("cuda" if device == "cuda" else "cpu")
 
 
-def _time(model: nn.Module, sample: torch.Tensor, repetitions: int) -> float:
+Runnable = Callable[[torch.Tensor], Any]
+
+
+def runnable(model: nn.Module, device: str, sample: torch.Tensor) -> Runnable:
+    """The fused ``model`` as the device runs it: a PyTorch module on ``cpu`` / ``cuda``, an
+    onnxruntime session (CPU execution provider, torch's thread count) for ``onnxruntime``."""
+    fused = reparameterize_model(model).eval()
+    if device != "onnxruntime":
+        return fused.to(sample.device)
+    import onnxruntime
+
+    from models.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_onnx(fused, sample, Path(folder) / "model.onnx", fuse=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x.numpy()})
+
+
+def _time(model: Runnable, sample: torch.Tensor, repetitions: int) -> float:
     """Median milliseconds of ``repetitions`` synchronised forward passes."""
     timings = []
     for _ in range(repetitions):
@@ -83,8 +115,8 @@ def _quartile_range(values: list[float]) -> float:
 
 @torch.no_grad()
 def measure_with_reference(
-    model: nn.Module,
-    reference: nn.Module,
+    model: nn.Module | Runnable,
+    reference: nn.Module | Runnable,
     sample: torch.Tensor,
     rounds: int = 5,
     repetitions: int = 5,
@@ -96,8 +128,8 @@ def measure_with_reference(
     """Time the fused ``model`` in ``rounds`` rounds, each next to the ``reference`` network.
 
     Args:
-        model: the network (fused here first).
-        reference: a fixed, already fused network timed in every round.
+        model: the network (a module is fused here first), or a :func:`runnable`.
+        reference: a fixed, already fused network (or runnable) timed in every round.
         sample: ``B x C x H x W`` input on the measuring device.
         rounds: rounds kept; repetitions: timed passes per network per round.
         slowdown: a round whose reference median exceeds ``slowdown`` times the quietest
@@ -106,8 +138,9 @@ def measure_with_reference(
         quietest_reference_ms: a one-element list holding the quietest reference round
             seen so far, shared across networks so that a table's rounds share one baseline.
     """
-    fused = reparameterize_model(model).to(sample.device).eval()
-    reference = reference.eval()
+    fused = reparameterize_model(model).to(sample.device).eval() if isinstance(model, nn.Module) else model
+    if isinstance(reference, nn.Module):
+        reference = reference.eval()
     quietest = quietest_reference_ms if quietest_reference_ms is not None else [float("inf")]
     kept: list[tuple[float, float]] = []
     discarded = 0
@@ -135,14 +168,15 @@ def measure_with_reference(
     )
 
 
-def write_latency_table(space: SearchSpace, codes: torch.Tensor, device: torch.device, output: Path, **protocol: int | float) -> float:
-    """Measure every row of ``codes`` (``n x d``) and write the table; returns the seconds taken.
+def write_latency_table(space: SearchSpace, codes: torch.Tensor, device: str, output: Path, **protocol: int | float) -> float:
+    """Measure every row of ``codes`` (``n x d``) on ``device`` (see :data:`DEVICES`) and
+    write the table; returns the seconds taken.
 
     The reference network is the space's first member (for NAS-Bench-201 the empty cell,
     whose time is the macro skeleton's).
     """
-    sample = space.sample_input(1).to(device)
-    reference = reparameterize_model(space.to_module(tuple(space.all_codes[0].tolist()) if space.enumerable else tuple(codes[0].tolist()))).to(device).eval()
+    sample = space.sample_input(1).to(check_device(device))
+    reference = runnable(space.to_module(tuple(space.all_codes[0].tolist()) if space.enumerable else tuple(codes[0].tolist())), device, sample)
     quietest = [float("inf")]
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +184,7 @@ def write_latency_table(space: SearchSpace, codes: torch.Tensor, device: torch.d
         writer = csv.writer(handle)
         writer.writerow(["arch", *LATENCY_COLUMNS])
         for i, code in enumerate(codes.tolist()):
-            result = measure_with_reference(space.to_module(tuple(code)), reference, sample, quietest_reference_ms=quietest, **protocol)  # type: ignore[arg-type]
+            result = measure_with_reference(runnable(space.to_module(tuple(code)), device, sample), reference, sample, quietest_reference_ms=quietest, **protocol)  # type: ignore[arg-type]
             writer.writerow([space.to_string(tuple(code)), f"{result.latency_ms:.4f}", f"{result.latency_iqr_ms:.4f}", f"{result.latency_ratio:.4f}", result.rounds, result.discarded_rounds])
             if (i + 1) % 50 == 0:
                 log.info("%d / %d networks measured (%.0f s)", i + 1, codes.shape[0], time.perf_counter() - started)
@@ -221,7 +255,8 @@ def write_completed_table(space: SearchSpace, measured: Path, output: Path, seed
 def main(cfg: DictConfig) -> None:
     with user_errors():
         configure_threads(cfg.threads)
-        device = check_device(str(cfg.device))
+        device = str(cfg.device)
+        check_device(device)
         space = build_space(**cfg.searchspace)
         codes = sample_codes(space, cfg.num_samples, int(cfg.seed))
         output = resolve_path(cfg.output)

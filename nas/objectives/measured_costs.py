@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-from models.reparam import reparameterize_model
 from nas.cost_table import network_costs
 from nas.errors import NASError
-from nas.latency_table import check_device, measure_with_reference
+from nas.latency_table import Runnable, check_device, measure_with_reference, runnable
 from nas.space import Encoding, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class MeasuredCosts:
     Args:
         space: the search space (``to_module`` builds the network, ``sample_input`` its input).
         columns: which of :data:`MEASURABLE` to measure.
-        device: ``cpu`` or ``cuda``; latency is measured there.
+        device: ``cpu``, ``cuda`` or ``onnxruntime``; latency is measured there.
         cache_dir: folder of the per-space, per-device CSV of measured costs.
         rounds, repetitions, warmup: the latency protocol of
             :func:`nas.latency_table.measure_with_reference`.
@@ -71,11 +70,12 @@ class MeasuredCosts:
             raise NASError(f"Cost {unknown[0]!r} cannot be measured before training; measurable costs are {', '.join(MEASURABLE)}.")
         self.space = space
         self.columns = tuple(columns)
-        self.device = str(check_device(device))
+        self.input_device = check_device(device)
+        self.device = device
         self.path = cost_file(Path(cache_dir), space, self.device)
         self.protocol = {"rounds": rounds, "repetitions": repetitions, "warmup": warmup}
         self._cache: dict[str, dict[str, float]] = self._read()
-        self._reference: torch.nn.Module | None = None
+        self._reference: Runnable | None = None
         self._quietest = [math.inf]  # the quietest reference round seen, shared by every measurement
 
     def _read(self) -> dict[str, dict[str, float]]:
@@ -102,12 +102,12 @@ class MeasuredCosts:
             flops_m, params_m = network_costs(self.space, torch.tensor([encoding], dtype=torch.long))[0].tolist()
             out.update(flops_m=flops_m, params_m=params_m)
         if "latency_ms" in columns:
-            sample = self.space.sample_input(1).to(self.device)
+            sample = self.space.sample_input(1).to(self.input_device)
             if self._reference is None:
                 # A fixed network timed beside every candidate: the protocol's yardstick of contention.
                 first = tuple(self.space.sample(1, torch.Generator().manual_seed(0))[0].tolist())
-                self._reference = reparameterize_model(self.space.to_module(first)).to(self.device).eval()
-            result = measure_with_reference(self.space.to_module(encoding), self._reference, sample, quietest_reference_ms=self._quietest, **self.protocol)
+                self._reference = runnable(self.space.to_module(first), self.device, sample)
+            result = measure_with_reference(runnable(self.space.to_module(encoding), self.device, sample), self._reference, sample, quietest_reference_ms=self._quietest, **self.protocol)
             out["latency_ms"] = result.latency_ms
             log.debug("latency of %s: %.3f ms (IQR %.3f, %d rounds measured again)", self.space.to_string(encoding), result.latency_ms, result.latency_iqr_ms, result.discarded_rounds)
         return {c: out[c] for c in columns}

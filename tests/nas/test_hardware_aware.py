@@ -92,6 +92,8 @@ def test_measured_latency_is_cached_per_architecture_and_device(tmp_path: Path, 
     # A new search (a new process) reads the cache: no network is built again.
     monkeypatch.setattr(NB201Space, "to_module", lambda *_: (_ for _ in ()).throw(AssertionError("measured twice")))
     assert MeasuredCosts(small, ["latency_ms", "flops_m"], cache_dir=tmp_path, **protocol)(code) == first
+    on_onnxruntime = MeasuredCosts(small, ["latency_ms"], device="onnxruntime", cache_dir=tmp_path, **protocol)
+    assert on_onnxruntime.path != MeasuredCosts(small, ["latency_ms"], cache_dir=tmp_path).path  # one cache per device
     with pytest.raises(NASError, match="Cost 'energy_mj' cannot be measured before training; measurable costs are flops_m, params_m, latency_ms"):
         MeasuredCosts(small, ["energy_mj"], cache_dir=tmp_path)
 
@@ -128,14 +130,26 @@ def test_rounds_whose_reference_runs_slow_are_measured_again() -> None:
     assert result.latency_ms > 0 and result.latency_iqr_ms >= 0 and 0 < result.latency_ratio < 5
 
 
-def test_latency_table_is_a_cost_table(tmp_path: Path, nb201: NB201Space) -> None:
+@pytest.mark.parametrize("device", ["cpu", "onnxruntime"])
+def test_latency_table_is_a_cost_table(tmp_path: Path, nb201: NB201Space, device: str) -> None:
     small = NB201Space(channels=4, cells_per_stage=1, resolution=8)
     codes = small.all_codes[[0, 100, 15_624]]
-    write_latency_table(small, codes, torch.device("cpu"), tmp_path / "latency.csv", rounds=2, repetitions=2)
+    write_latency_table(small, codes, device, tmp_path / "latency.csv", rounds=2, repetitions=2)
     columns = load_columns(small, [tmp_path / "latency.csv"])
     assert {"latency_ms", "latency_iqr_ms", "latency_ratio", "rounds", "discarded_rounds"} <= set(columns)
     measured = columns["latency_ms"][~torch.isnan(columns["latency_ms"])]
     assert measured.numel() == 3 and bool((measured > 0).all())
+
+
+def test_onnxruntime_runs_the_fused_network_it_times() -> None:
+    from nas.latency_table import runnable
+
+    small = NB201Space(channels=4, cells_per_stage=1, resolution=8)
+    network = small.to_module(tuple(small.all_codes[4321].tolist())).eval()
+    sample = small.sample_input(2)
+    (logits,) = runnable(network, "onnxruntime", sample)(sample)
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(logits), network(sample), atol=1e-4)
 
 
 def test_latency_head_completes_a_sampled_table_and_reports_its_error(nb201: NB201Space) -> None:
