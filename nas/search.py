@@ -33,6 +33,12 @@ from nas.strategies.base import HIGH_FIDELITY, Strategy, Trial
 
 log = logging.getLogger(__name__)
 
+#: Evaluations that cost nothing (candidates refused before training, e.g. over a
+#: measured budget) allowed per unit of budget, plus a floor: past it the search stops, as
+#: the budget is then likely one the strategy cannot learn to meet.
+FREE_EVALUATIONS_PER_BUDGET = 20
+FREE_EVALUATIONS_FLOOR = 50
+
 
 @dataclass
 class SearchHistory:
@@ -184,6 +190,11 @@ class _Search:
 
     def _should_ask(self, pool: Pool) -> bool:
         if self.exhausted or self.queue or self._capacity() < 1:
+            return False
+        free = sum(e.cost == 0 for e in self.history.evaluations)
+        if free >= FREE_EVALUATIONS_FLOOR + FREE_EVALUATIONS_PER_BUDGET * self.budget:
+            log.warning("stopping: %d candidates were refused before training (they cost nothing); the budgets may be too tight for this space", free)
+            self.exhausted = True
             return False
         if self.asynchronous:
             return pool.free > 0 and not self.waiting_for_results

@@ -81,6 +81,15 @@ def test_costs_no_table_holds_are_measured_before_training_and_over_budget_candi
     assert after[: len(before)] == before and len(after) > len(before)
 
 
+def test_a_budget_no_candidate_meets_ends_the_search_after_a_bounded_number_of_refusals(tmp_path: Path) -> None:
+    from nas.search import FREE_EVALUATIONS_FLOOR, FREE_EVALUATIONS_PER_BUDGET
+
+    overrides = [*TABLE_SEARCH, "strategy=random_front", "objectives=[accuracy:max]", "constraints={params_m:0.001}", "cost_tables=[]", "budget=1"]
+    summary = run(_config(*overrides, f"measured_costs.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}"))
+    assert summary["evaluations"] == summary["failed"] == FREE_EVALUATIONS_FLOOR + FREE_EVALUATIONS_PER_BUDGET
+    assert summary["cost"] == 0 and summary["best_value"] is None
+
+
 def test_measured_latency_is_cached_per_architecture_and_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nas.objectives.measured_costs import MeasuredCosts
 
