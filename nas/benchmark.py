@@ -36,7 +36,8 @@ from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
-from nas.report import convergence_plot, spearman, surrogate_rank_correlation
+from nas.report import convergence_plot, surrogate_rank_correlation
+from nas.stats import spearman
 from nas.fidelity import HIGH_FIDELITY
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace

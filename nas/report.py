@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
-from scipy.stats import spearmanr
 
+from nas.stats import spearman
 from nas.strategies.base import HIGH_FIDELITY
 
 if TYPE_CHECKING:
@@ -136,10 +136,6 @@ def surrogate_rank_correlation(strategy: Strategy, encodings: Sequence[Encoding]
     rho = spearman(prediction.detach().double().tolist(), [v for _, v in known])
     return rho if math.isfinite(rho) else None
 
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation of two equally long sequences (``NaN`` when undefined)."""
-    return float(spearmanr(a, b).statistic)
 
 
 def _figure(width: float = 6.4, height: float = 4.5, columns: int = 1) -> tuple[Figure, list[Axes]]:

@@ -12,11 +12,11 @@ import math
 from typing import Sequence
 
 import torch
-from scipy.stats import spearmanr
 
 from nas.errors import NASError
 from nas.proxies import PROXIES
 from nas.space import SearchSpace
+from nas.stats import spearman
 from nas.surrogate.ensemble import AuxiliaryTask, DeepEnsemble
 from nas.zero_cost import ZeroCostData, rank_normalise
 
@@ -196,7 +196,7 @@ class EnsembleSurrogate:
         x = self.space.features(codes)
         out = {}
         for head in self.metric_heads:
-            rho = float(spearmanr(self.ensemble.predict(x, head).mean(0).double().numpy(), values.double().numpy()).statistic)
+            rho = spearman(self.ensemble.predict(x, head).mean(0).double().tolist(), values.double().tolist())
             out[head] = rho if math.isfinite(rho) else 0.0  # constant predictions or values
         return out
 
