@@ -113,7 +113,10 @@ class MeasuredCosts:
         return {c: out[c] for c in columns}
 
     def _write(self) -> None:
-        """Rewrite the CSV (atomically) with every cost measured so far."""
+        """Rewrite the CSV (atomically) with every cost measured so far, here and by other
+        processes of the search (parallel workers each hold a copy of this object)."""
+        on_disk = self._read()
+        self._cache = {arch: {**on_disk.get(arch, {}), **row} for arch, row in {**on_disk, **self._cache}.items()}
         names = sorted({c for row in self._cache.values() for c in row})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".csv.partial")

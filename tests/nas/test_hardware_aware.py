@@ -101,6 +101,12 @@ def test_measured_latency_is_cached_per_architecture_and_device(tmp_path: Path, 
     # A new search (a new process) reads the cache: no network is built again.
     monkeypatch.setattr(NB201Space, "to_module", lambda *_: (_ for _ in ()).throw(AssertionError("measured twice")))
     assert MeasuredCosts(small, ["latency_ms", "flops_m"], cache_dir=tmp_path, **protocol)(code) == first
+    monkeypatch.undo()
+    # Parallel workers each hold a copy: what each measures stays in the shared file.
+    workers = [MeasuredCosts(small, ["params_m"], cache_dir=tmp_path / "shared") for _ in range(2)]
+    for i, worker in enumerate(workers * 2):
+        worker(tuple(small.all_codes[i].tolist()))
+    assert int((~torch.isnan(load_columns(small, [workers[0].path])["params_m"])).sum()) == 4
     on_onnxruntime = MeasuredCosts(small, ["latency_ms"], device="onnxruntime", cache_dir=tmp_path, **protocol)
     assert on_onnxruntime.path != MeasuredCosts(small, ["latency_ms"], cache_dir=tmp_path).path  # one cache per device
     with pytest.raises(NASError, match="Cost 'energy_mj' cannot be measured before training; measurable costs are flops_m, params_m, latency_ms"):
