@@ -64,7 +64,8 @@ def cost_aware_objective(cfg: DictConfig, objective: Any, space: SearchSpace, go
     """``objective`` reporting the goal columns: from the cost tables, and measured on the
     fused network before training (``measured_costs``) for those no table holds."""
     tables = cost_tables(cfg, space)
-    tabulated = list(load_columns(space, tables)) if tables else []
+    columns = load_columns(space, tables) if tables else {}
+    tabulated = list(columns)
     value = goals.objectives[0].name
     goals.validate(dict.fromkeys([value, *tabulated, *MEASURABLE]), "the search, with its cost tables and the costs measurable before training,")
     to_measure = [c for c in goals.columns if c in MEASURABLE and c not in tabulated]
@@ -77,7 +78,7 @@ def cost_aware_objective(cfg: DictConfig, objective: Any, space: SearchSpace, go
     measured = MeasuredCosts(space, to_measure, **cfg.measured_costs) if to_measure else None
     if measured is not None:
         log.info("measured before training on %s: %s (cached in %s)", measured.device, ", ".join(to_measure), measured.path)
-    return CostAwareObjective(objective, space, goals, tables, measured)
+    return CostAwareObjective(objective, space, goals, columns, measured)
 
 
 def trains_candidates(objective: Any) -> bool:

@@ -3,12 +3,10 @@ measured before training, and refuses candidates over a budget before training t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
 import torch
 
-from nas.columns import load_columns
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.goals import Goals
@@ -29,8 +27,9 @@ class CostAwareObjective:
         space: the search space (enumerable: cost tables cover its members).
         goals: the search's goals; the first objective is the wrapped objective's value,
             named ``accuracy`` or after the objective's column.
-        tables: CSV tables with an ``arch`` column and cost columns (FLOPs, parameters, a
-            device's latency), joined on ``arch``.
+        columns: cost columns of the space's cost tables (FLOPs, parameters, a device's
+            latency), name -> ``N`` values over ``space.all_codes`` (see
+            :func:`nas.columns.load_columns`).
         measured: costs measured on each candidate's fused network before it is trained
             (for goal columns no table holds).
 
@@ -39,7 +38,7 @@ class CostAwareObjective:
     still learns where the budget lies.
     """
 
-    def __init__(self, objective: Objective, space: SearchSpace, goals: Goals, tables: Sequence[str | Path], measured: MeasuredCosts | None = None) -> None:
+    def __init__(self, objective: Objective, space: SearchSpace, goals: Goals, columns: Mapping[str, torch.Tensor], measured: MeasuredCosts | None = None) -> None:
         self.objective = objective
         self.space = space
         self.goals = goals
@@ -47,7 +46,7 @@ class CostAwareObjective:
         own = {VALUE_NAME, str(getattr(objective, "column", VALUE_NAME))}
         if self.value_name not in own:
             raise NASError(f"The first objective is the searched value, named {' or '.join(sorted(own))}; got {self.value_name!r}.")
-        self.columns = load_columns(space, tables) if tables else {}
+        self.columns = dict(columns)
         self.measured = measured
         goals.validate([self.value_name, *self.columns, *(measured.columns if measured else ())], "the search, with its cost tables,")
 

@@ -99,9 +99,7 @@ class SurrogateGuided:
             best: the incumbent, in objective units of ``fidelity`` (normalised here).
         """
         samples = self.surrogate.predict(codes, fidelity, features=features)
-        keys = self.space.keys(codes)
-        taken_keys = self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
-        excluded = torch.isin(keys, taken_keys)
+        excluded = self._taken_mask(codes, taken)
         incumbent = float(self.surrogate.normalise(torch.tensor(best), fidelity))
         running = self._pending_at(fidelity)
         if running:
@@ -111,6 +109,12 @@ class SurrogateGuided:
             incumbent = max(incumbent, float(self.surrogate.predict(pending, fidelity).double().mean(0).max()))
         picks = select_batch(samples, incumbent, n, excluded, acquisition or self.acquisition, self.generator)
         return [tuple(row) for row in codes[picks].tolist()]
+
+    def _taken_mask(self, codes: torch.Tensor, taken: set[Encoding]) -> torch.Tensor:
+        """``c`` mask of the ``c x d`` candidate ``codes`` that are in ``taken``."""
+        keys = self.space.keys(codes)
+        taken_keys = self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
+        return torch.isin(keys, taken_keys)
 
     def _pending_at(self, fidelity: str) -> set[Encoding]:
         """Architectures running at ``fidelity`` (multi-fidelity strategies keep them apart)."""

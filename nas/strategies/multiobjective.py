@@ -431,8 +431,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
             # A pool of random members and mutations of the front (the best first objective after it).
             front = set(self.front_indices())
             codes, features = self._candidates(self.encodings, [math.inf if i in front else float(v) for i, v in enumerate(self.values)])
-            taken = self.seen | self.pending
-            excluded = torch.isin(self.space.keys(codes), self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)))
+            excluded = self._taken_mask(codes, self.seen | self.pending)
         modelled_budgets = [c for c in self.goals.constraints if c.name in self.modelled]
         feasibility = None
         if modelled_budgets:
