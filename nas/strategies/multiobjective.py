@@ -18,7 +18,7 @@ import torch
 from nas.acquisition import predictive, select_batch
 from nas.errors import NASError
 from nas.goals import Goals
-from nas.mo_acquisition import HYPERVOLUME_SCALES, check_mo_acquisition, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
+from nas.mo_acquisition import HYPERVOLUME_SCALES, MO_ACQUISITIONS, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
 from nas.pareto import crowding_distance, non_dominated, non_dominated_ranks
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy, Trial
@@ -297,7 +297,10 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
     Args:
         surrogate: a factory ``(space=, seed=, pretraining=, fidelities=) -> EnsembleSurrogate``
             (the ``ensemble`` config group), or a ready surrogate with one head per modelled column.
-        acquisition: ``ehvi`` (two objectives; ParEGO beyond) or ``parego``. A single
+        acquisition: ``ehvi`` (two objectives; ParEGO beyond), ``parego``, ``pfi`` (the
+            probability of improving the front), ``ehvi_pfi`` (slots alternate), see
+            :mod:`nas.mo_acquisition`, or ``auto``: ``ehvi_pfi`` for two objectives of
+            which one is known before training, else ``ehvi``. A single
             objective is chosen by ``single_objective_acquisition`` (the engine's
             mono-objective scores) times the probability of meeting modelled budgets.
         batch_size, initial_points, pool_size, pretraining, pretrain_metrics: as for
@@ -315,7 +318,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         goals: Goals | Sequence[str] = ("test_acc:max",),
         known: KnownCosts | None = None,
         pretraining: str = "simultaneous",
-        acquisition: str = "ehvi",
+        acquisition: str = "auto",
         single_objective_acquisition: str = "pi",
         batch_size: int = 5,
         initial_points: int = 10,
@@ -325,7 +328,15 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         hypervolume_scale: str = "copula",
     ) -> None:
         MultiObjectiveStrategy.__init__(self, space, seed, goals, known)
-        check_mo_acquisition(acquisition)
+        if acquisition not in (*MO_ACQUISITIONS, "auto"):
+            raise NASError(f"Unknown multi-objective acquisition {acquisition!r}; valid ones are auto, {', '.join(MO_ACQUISITIONS)}.")
+        if acquisition == "auto":
+            # With every cost known, the probability of improving the front is exact on
+            # the cost axis and its polishing slots pay; a modelled cost blurs ties
+            # between equal costs into coin flips, which PFI mistakes for improvements.
+            modelled_objectives = [g for g in self.goals.objectives if g.name not in self.goals.known]
+            polish = len(modelled_objectives) == 1 and len(self.goals.objectives) == 2 and hypervolume_scale == "copula"
+            acquisition = "ehvi_pfi" if polish else "ehvi"
         if pretraining not in PRETRAINING_MODES:
             raise NASError(f"Unknown pretraining mode {pretraining!r}; valid modes are {', '.join(PRETRAINING_MODES)}.")
         self.modelled = tuple(c for c in self.goals.columns if c not in self.goals.known)
@@ -343,6 +354,8 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         self._all_features = space.features(space.all_codes) if space.enumerable else None
         if hypervolume_scale not in HYPERVOLUME_SCALES:
             raise NASError(f"Unknown hypervolume_scale {hypervolume_scale!r}; valid scales are {', '.join(HYPERVOLUME_SCALES)}.")
+        if "pfi" in acquisition and hypervolume_scale != "copula":
+            raise NASError(f"The {acquisition} acquisition compares candidates with the front in the surrogate's units: use hypervolume_scale=copula with it.")
         self.hypervolume_scale = hypervolume_scale
         # Known objectives on the hypervolume's scale, over every member, computed once.
         rescale = copula_units if hypervolume_scale == "copula" else _min_max

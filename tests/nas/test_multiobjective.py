@@ -19,7 +19,7 @@ from nas.cost_table import cost_classes, network_costs
 from nas.errors import NASError
 from nas.goals import Goals
 from nas.paths import resolve_path
-from nas.mo_acquisition import inverse_copula, select_front_batch
+from nas.mo_acquisition import inverse_copula, probability_of_front_improvement, select_front_batch
 from nas.pareto import crowding_distance, hypervolume, hypervolume_improvement_2d, non_dominated, non_dominated_ranks
 from nas.spaces.nb201 import NB201Space
 from nas.strategies.multiobjective import KnownCosts, MultiObjectiveBO, MultiObjectiveRandom, NSGA2Evolution, OptunaMultiObjective
@@ -114,6 +114,26 @@ def test_hypervolume_improvement_is_the_difference_of_hypervolumes() -> None:
     assert float(hypervolume_improvement_2d(dominated, front, reference)[0]) == 0.0
 
 
+def test_probability_of_front_improvement_is_the_share_of_undominated_samples() -> None:
+    """The exact two-objective staircase formula agrees with counting samples that no front
+    point dominates; a known column (std 0) is a point mass, so a candidate that ties a
+    front point's cost must beat that point's accuracy."""
+    generator = torch.Generator().manual_seed(3)
+    front = torch.rand(7, 2, generator=generator, dtype=torch.float64)
+    mean = torch.rand(50, 2, generator=generator, dtype=torch.float64)
+    std = 0.2 * torch.rand(50, 2, generator=generator, dtype=torch.float64)
+    std[:10, 1] = 0.0  # known cost for the first ten
+    mean[:5, 1] = front[:5, 1]  # ... of which five tie a front point's cost exactly
+    exact = probability_of_front_improvement(mean, std, front)
+    samples = mean + std * torch.randn(20_000, 50, 2, generator=generator, dtype=torch.float64)
+    dominated = (front.view(1, 1, -1, 2) >= samples.unsqueeze(2)).all(-1).any(-1)
+    assert torch.allclose(exact, (~dominated).double().mean(0), atol=0.015)
+    noise = torch.randn(20_000, 50, 2, generator=generator, dtype=torch.float64)[..., [0, 1, 1]]
+    three = probability_of_front_improvement(mean[:, [0, 1, 1]], std[:, [0, 1, 1]], front[:, [0, 1, 1]], noise)
+    assert torch.allclose(three, exact, atol=0.015)  # a repeated objective (same draws) changes nothing
+    assert float(probability_of_front_improvement(front[non_dominated(front)], torch.zeros(1, 2, dtype=torch.float64), front).max()) == 0.0
+
+
 def test_crowding_gives_the_extremes_infinite_distance() -> None:
     front = torch.tensor([[0.0, 1.0], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0]], dtype=torch.float64)
     distance = crowding_distance(front)
@@ -128,6 +148,13 @@ def test_batch_spreads_along_the_front() -> None:
     front = torch.tensor([[0.9, -0.1], [-0.1, 0.9]], dtype=torch.float64)
     picks = select_front_batch(mean, std, front, torch.tensor([-1.0, -1.0]), 2, torch.zeros(5, dtype=torch.bool), draws=4)
     assert picks.tolist()[0] in (0, 3, 4) and len(set(picks.tolist()) & {0, 1, 2}) <= 1
+    # Alternating EHVI and PFI slots still pick distinct candidates.
+    picks = select_front_batch(mean, std, front, torch.tensor([-1.0, -1.0]), 4, torch.zeros(5, dtype=torch.bool), acquisition="ehvi_pfi", draws=4)
+    assert len(set(picks.tolist())) == 4
+    # Beyond two objectives the EHVI slots become ParEGO slots.
+    three = torch.cat([mean, mean[:, :1]], 1)
+    picks = select_front_batch(three, torch.full_like(three, 0.1), torch.cat([front, front[:, :1]], 1), torch.full((3,), -1.0), 3, torch.zeros(5, dtype=torch.bool), acquisition="ehvi_pfi", draws=8)
+    assert len(set(picks.tolist())) == 3
 
 
 # ---------------------------------------------------------------------- tables
@@ -214,6 +241,10 @@ def test_known_budgets_are_never_proposed(nb201: NB201Space, columns: dict[str, 
     ):
         evaluated = _run(strategy, table, nb201, 30)
         assert bool(feasible[evaluated].all()), type(strategy).__name__
+    with pytest.raises(NASError, match="use hypervolume_scale=copula"):
+        MultiObjectiveBO(nb201, factory, 0, Goals.parse(["test_acc:max", "flops_m:min"]), acquisition="ehvi_pfi", hypervolume_scale="minmax")
+    with pytest.raises(NASError, match="Unknown multi-objective acquisition 'kg'; valid ones are auto, ehvi, parego, pfi, ehvi_pfi."):
+        MultiObjectiveBO(nb201, factory, 0, Goals.parse(["test_acc:max", "flops_m:min"]), acquisition="kg")
     impossible = Goals.parse(["test_acc:max"], ["flops_m<=1"], ["flops_m"])
     with pytest.raises(NASError, match="No member of search space 'nb201' satisfies flops_m<=1"):
         MultiObjectiveRandom(nb201, 0, impossible, known)
