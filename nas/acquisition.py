@@ -36,7 +36,7 @@ def predictive(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std.clamp(min=_SIGMA_FLOOR * max(spread, 1e-6))
 
 
-def _pi(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> torch.Tensor:
+def log_probability_of_improvement(mean: torch.Tensor, std: torch.Tensor, incumbent: float) -> torch.Tensor:
     """Log probability of improvement: the same order as PI, without its underflow to 0."""
     return torch.special.log_ndtr((mean - incumbent) / std)
 
@@ -60,7 +60,7 @@ def _ucb(mean: torch.Tensor, std: torch.Tensor, incumbent: float, beta: float = 
 #: Selection scores (larger is better) of the predictive mean and standard deviation
 #: (``n`` each) and the incumbent.
 _SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
-    "pi": _pi,
+    "pi": log_probability_of_improvement,
     "ei": _ei,
     "ucb": _ucb,
     "mean": lambda mean, std, incumbent: mean,  # pure exploitation, e.g. to promote trials
@@ -69,7 +69,7 @@ _SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] 
 
 def probability_of_improvement(samples: torch.Tensor, incumbent: float, xi: float = 0.0) -> torch.Tensor:
     """``P(f > incumbent + xi)`` under the predictive distribution."""
-    return torch.exp(_pi(*predictive(samples), incumbent + xi))
+    return torch.exp(log_probability_of_improvement(*predictive(samples), incumbent + xi))
 
 
 def expected_improvement(samples: torch.Tensor, incumbent: float, xi: float = 0.0) -> torch.Tensor:

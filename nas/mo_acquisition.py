@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import torch
 
+from nas.acquisition import log_probability_of_improvement
 from nas.errors import NASError
 from nas.pareto import hypervolume_improvement_2d, non_dominated
 
@@ -47,9 +48,11 @@ _CHUNK = 2048
 _PAREGO_RHO = 0.05
 
 
-def check_mo_acquisition(name: str) -> None:
-    if name not in MO_ACQUISITIONS:
-        raise NASError(f"Unknown multi-objective acquisition {name!r}; valid ones are {', '.join(MO_ACQUISITIONS)}.")
+def check_mo_acquisition(name: str, also: tuple[str, ...] = ()) -> None:
+    """Refuse an acquisition outside :data:`MO_ACQUISITIONS` and ``also`` in one sentence."""
+    valid = (*also, *MO_ACQUISITIONS)
+    if name not in valid:
+        raise NASError(f"Unknown multi-objective acquisition {name!r}; valid ones are {', '.join(valid)}.")
 
 
 def copula_units(values: torch.Tensor) -> torch.Tensor:
@@ -259,39 +262,29 @@ def select_front_batch(
         name = acquisition if acquisition != "ehvi_pfi" else ("anchor" if slot == 0 else ("ehvi", "pfi")[(slot - 1) % 2])
         if name == "ehvi" and objectives != 2:
             name = "parego"  # EHVI is exact and vectorised for two objectives only
-        if name == "ehvi":
-            gain = expected_hypervolume_improvement(mean, std, believed, reference, noise, to_scale)
-        elif name == "anchor":
-            gain = _probability_of_a_new_best(mean[:, anchor], std[:, anchor], believed[:, anchor])
-        elif name == "pfi":
-            # A probability is the same on any monotone scale: the front is in units here.
-            gain = probability_of_front_improvement(mean, std, believed, noise)
+        if name == "anchor":
+            # The engine's single-objective score: log PI over the front's best, never -inf.
+            incumbent = float(believed[:, anchor].max()) if believed.shape[0] else float("-inf")
+            score = log_probability_of_improvement(mean[:, anchor], std[:, anchor].clamp(min=1e-12), incumbent)
         else:
-            weights = _dirichlet(objectives, generator)
-            gain = parego_improvement(mean, std, believed, reference, noise, weights, to_scale)
-        # Where no sample improves, prefer the candidates closest to the front (log-scale
-        # scores keep the order of tiny gains; the probability of feasibility multiplies).
-        fallback = -1e6 - _gap_to_front(scaled_mean, believed)
-        score = torch.where(gain > 0, torch.log(gain.clamp(min=1e-300)), fallback) + log_feasible
+            if name == "ehvi":
+                gain = expected_hypervolume_improvement(mean, std, believed, reference, noise, to_scale)
+            elif name == "pfi":
+                # A probability is the same on any monotone scale: the front is in units here.
+                gain = probability_of_front_improvement(mean, std, believed, noise)
+            else:
+                weights = _dirichlet(objectives, generator)
+                gain = parego_improvement(mean, std, believed, reference, noise, weights, to_scale)
+            # Where no sample improves, prefer the candidates closest to the front (log-scale
+            # scores keep the order of tiny gains).
+            score = torch.where(gain > 0, torch.log(gain.clamp(min=1e-300)), -1e6 - _gap_to_front(scaled_mean, believed))
+        score = score + log_feasible  # the probability of feasibility multiplies
         best = int(torch.argmax(score.masked_fill(taken, float("-inf"))))
         picks.append(best)
         taken[best] = True
         believed = torch.cat([believed, scaled_mean[best : best + 1]])
         believed = believed[non_dominated(believed)]
     return torch.tensor(picks, dtype=torch.long)
-
-
-def _probability_of_a_new_best(mean: torch.Tensor, std: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
-    """``n`` probability that a candidate beats the front's best value of one objective
-    (the engine's single-objective PI; floored above 0 so that its logarithm orders them all).
-
-    Args:
-        mean, std: ``n`` predictions of the objective (oriented); front: ``F`` values of it.
-    """
-    if front.numel() == 0:
-        return torch.ones_like(mean)
-    z = (mean - front.max()) / std.clamp(min=1e-12)
-    return torch.special.log_ndtr(z).exp().clamp(min=1e-300)
 
 
 def _dirichlet(k: int, generator: torch.Generator | None) -> torch.Tensor:

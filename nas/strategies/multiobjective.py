@@ -18,7 +18,7 @@ import torch
 from nas.acquisition import predictive, select_batch
 from nas.errors import NASError
 from nas.goals import Goals
-from nas.mo_acquisition import HYPERVOLUME_SCALES, MO_ACQUISITIONS, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
+from nas.mo_acquisition import HYPERVOLUME_SCALES, check_mo_acquisition, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
 from nas.pareto import crowding_distance, non_dominated, non_dominated_ranks
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy, Trial
@@ -328,8 +328,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         hypervolume_scale: str = "copula",
     ) -> None:
         MultiObjectiveStrategy.__init__(self, space, seed, goals, known)
-        if acquisition not in (*MO_ACQUISITIONS, "auto"):
-            raise NASError(f"Unknown multi-objective acquisition {acquisition!r}; valid ones are auto, {', '.join(MO_ACQUISITIONS)}.")
+        check_mo_acquisition(acquisition, also=("auto",))
         if acquisition == "auto":
             # With every cost known, the probability of improving the front is exact on
             # the cost axis and its polishing slots pay; a modelled cost blurs ties
