@@ -49,6 +49,36 @@ def make_nb201_op(name: str, channels: int) -> nn.Module:
     raise ValueError(f"Unknown NAS-Bench-201 operation {name!r}; valid operations are {', '.join(NB201_OPS)}.")
 
 
+def nb201_cell_function(ops: Sequence[str]) -> str:
+    """A canonical expression of what a cell computes from its input ``x``: equal strings
+    for cells that compute the same function with the same parameters.
+
+    Each node is the multiset of its terms: addition is commutative and associative, so a
+    skip edge passes on its source's terms, and average pooling (which ignores padding) is
+    linear, so it pools each term. A convolution (ReLU first) is one term of its whole
+    input. An all-zero node adds nothing through ``none``, ``skip_connect`` or
+    ``avg_pool_3x3``; a convolution of it still adds its batch norm's learned bias,
+    written ``op(0)``. A cell whose output is all zeros is ``"0"``.
+    """
+    if len(ops) != len(NB201_EDGES):
+        raise ValueError(f"A NAS-Bench-201 cell has {len(NB201_EDGES)} edges, got {len(ops)} operations.")
+    nodes: list[tuple[str, ...]] = [("x",)]
+    for target in range(1, 4):
+        terms: list[str] = []
+        for (edge_target, source), op in zip(NB201_EDGES, ops):
+            if edge_target != target or op == "none":
+                continue
+            value = nodes[source]
+            if op == "skip_connect":
+                terms += value
+            elif op == "avg_pool_3x3":
+                terms += [f"{op}({term})" for term in value]
+            elif value or op.startswith("nor_conv"):
+                terms.append(f"{op}({'+'.join(value) or '0'})")
+        nodes.append(tuple(sorted(terms)))
+    return "+".join(nodes[3]) or "0"
+
+
 class NB201Cell(nn.Module):
     """A NAS-Bench-201 cell: node j is the sum of op(j<-i)(node i) over i < j."""
 

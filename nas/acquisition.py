@@ -103,6 +103,7 @@ def select_batch(
     excluded: torch.Tensor,
     acquisition: str = "pi",
     generator: torch.Generator | None = None,
+    groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pick ``k`` distinct candidates that are not ``excluded``, one slot at a time.
 
@@ -120,9 +121,10 @@ def select_batch(
             evaluated or pending).
         acquisition: ``pi``, ``ei``, ``ucb``, ``mean`` (the predicted mean alone) or ``thompson``.
         generator: randomness of Thompson sampling.
+        groups: ``n`` group ids (e.g. twins); a pick takes its whole group (``None``: none).
 
     Returns:
-        ``k'`` candidate indices (``k' = min(k, available)``), in the order picked.
+        ``k'`` candidate indices (``k' <= min(k, available)``), in the order picked.
     """
     check_acquisition(acquisition)
     available = int((~excluded).sum())
@@ -132,19 +134,19 @@ def select_batch(
     taken = excluded.clone()
     picks: list[int] = []
     mean, std = predictive(samples)
-    if acquisition == "thompson":
-        for _ in range(k):
-            draw = mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-            best = int(torch.argmax(draw.masked_fill(taken, float("-inf"))))
-            picks.append(best)
-            taken[best] = True
-        return torch.tensor(picks, dtype=torch.long)
-    score_fn = _SCORES[acquisition]
+    score_fn = _SCORES.get(acquisition)
     believed = incumbent
     for _ in range(k):
-        scores = score_fn(mean, std, believed).masked_fill(taken, float("-inf"))
-        best = int(torch.argmax(scores))
+        if bool(taken.all()):
+            break
+        if score_fn is None:  # thompson
+            scores = mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        else:
+            scores = score_fn(mean, std, believed)
+        best = int(torch.argmax(scores.masked_fill(taken, float("-inf"))))
         picks.append(best)
         taken[best] = True
+        if groups is not None:
+            taken |= groups == groups[best]
         believed = max(believed, float(mean[best]))
     return torch.tensor(picks, dtype=torch.long)

@@ -222,6 +222,7 @@ def select_front_batch(
     draws: int = 32,
     generator: torch.Generator | None = None,
     to_scale: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pick ``k`` candidates that spread along the front, one slot at a time.
 
@@ -243,9 +244,10 @@ def select_front_batch(
         draws: Monte-Carlo samples per candidate.
         to_scale: monotone map of ``... x k_obj`` points from the predictive units to the
             hypervolume's scale (identity: the units themselves).
+        groups: ``n`` group ids (e.g. twins); a pick takes its whole group (``None``: none).
 
     Returns:
-        ``k'`` candidate indices (``k' = min(k, available)``), in the order picked.
+        ``k'`` candidate indices (``k' <= k``, fewer when fewer are available), in the order picked.
     """
     check_mo_acquisition(acquisition)
     objectives = mean.shape[1]
@@ -258,7 +260,9 @@ def select_front_batch(
     # The objective whose best the first ``ehvi_pfi`` slot chases: the first one modelled.
     anchor = next((j for j in range(objectives) if bool((std[:, j] > 0).any())), 0)
     picks: list[int] = []
-    for slot in range(min(k, int((~taken).sum()))):
+    for slot in range(k):
+        if bool(taken.all()):
+            break
         name = acquisition if acquisition != "ehvi_pfi" else ("anchor" if slot == 0 else ("ehvi", "pfi")[(slot - 1) % 2])
         if name == "ehvi" and objectives != 2:
             name = "parego"  # EHVI is exact and vectorised for two objectives only
@@ -282,6 +286,8 @@ def select_front_batch(
         best = int(torch.argmax(score.masked_fill(taken, float("-inf"))))
         picks.append(best)
         taken[best] = True
+        if groups is not None:
+            taken |= groups == groups[best]
         believed = torch.cat([believed, scaled_mean[best : best + 1]])
         believed = believed[non_dominated(believed)]
     return torch.tensor(picks, dtype=torch.long)

@@ -90,6 +90,13 @@ class SearchSpace(ABC):
         """``n`` LongTensor of unique integer keys of ``n x d`` codes (sorted like the codes)."""
         return (codes * self._strides).sum(dim=1)
 
+    def function_keys(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` LongTensor of keys of what ``n x d`` codes compute: equal keys for members
+        that build the same network function with the same parameters (the default: every
+        member its own). Lookup tables list such twins separately, with accuracies that
+        differ only by the noise of training them."""
+        return self.keys(codes)
+
     @property
     def raw_size(self) -> int:
         return int(torch.prod(self.cardinalities).item())

@@ -142,21 +142,46 @@ class MultiObjectiveStrategy(Strategy):
         return feasible[non_dominated(self.observed_points()[feasible])].tolist()
 
     # ------------------------------------------------------------------ candidates
+    #: Whether a twin of a seen or pending member (see :meth:`_twin_classes`) is taken too.
+    skip_twins = False
+
+    def _twin_classes(self) -> torch.Tensor:
+        """``N`` class ids over ``space.all_codes``: equal for members that compute the same
+        function (:meth:`nas.space.SearchSpace.function_keys`) with the same known costs."""
+        if getattr(self, "_twin_ids", None) is None:
+            columns = [self.space.function_keys(self.space.all_codes).double().unsqueeze(1)]
+            if self.known is not None:
+                columns.append(torch.nan_to_num(self.known.table, nan=float("inf")))
+            self._twin_ids = torch.unique(torch.cat(columns, 1), dim=0, return_inverse=True)[1]
+        return self._twin_ids
+
     def _free_members(self) -> torch.Tensor:
-        """``N`` mask of members neither seen, pending nor infeasible by a known budget."""
+        """``N`` mask of members neither seen, pending (nor, with ``skip_twins``, their
+        twins) nor infeasible by a known budget."""
         free = torch.ones(self.space.size, dtype=torch.bool) if self._known_feasible is None else self._known_feasible.clone()
         taken = self.seen | self.pending
         if taken:
             index = self.space.index_of(torch.tensor(sorted(taken), dtype=torch.long))
-            free[index[index >= 0]] = False
+            index = index[index >= 0]
+            free[index] = False
+            if self.skip_twins:
+                classes = self._twin_classes()
+                free &= ~torch.isin(classes, classes[index])
         return free
 
     def random_feasible(self, n: int) -> list[Encoding]:
-        """Up to ``n`` distinct unseen members drawn uniformly among those a known budget allows."""
-        if self._known_feasible is None:
+        """Up to ``n`` distinct unseen members drawn uniformly among those a known budget
+        allows (with ``skip_twins``: no two of them twins, nor twins of a seen member)."""
+        if self._known_feasible is None and not (self.skip_twins and self.space.enumerable):
             return self.random_unseen(n)
-        free = torch.nonzero(self._free_members()).flatten()
-        picks = free[torch.randperm(free.numel(), generator=self.generator)[:n]]
+        free = self._free_members()
+        picks: list[int] = []
+        for pick in torch.nonzero(free).flatten()[torch.randperm(int(free.sum()), generator=self.generator)].tolist():
+            if len(picks) == n:
+                break
+            if self.skip_twins and any(int(self._twin_classes()[pick]) == int(self._twin_classes()[p]) for p in picks):
+                continue
+            picks.append(pick)
         return [tuple(row) for row in self.space.all_codes[picks].tolist()]
 
     def allowed(self, encoding: Encoding) -> bool:
@@ -308,6 +333,10 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         draws: Monte-Carlo samples of the predictive distribution per candidate.
         hypervolume_scale: the scale of the acquisition's hypervolumes
             (:data:`nas.mo_acquisition.HYPERVOLUME_SCALES`).
+        skip_twins: never propose a twin of a member seen or pending, nor two twins in one
+            batch: a member that computes the same function with the same known costs
+            (:meth:`nas.space.SearchSpace.function_keys`), whose training would only
+            measure the same network again.
     """
 
     def __init__(
@@ -326,8 +355,10 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         pool_size: int = 20_000,
         pretrain_metrics: Sequence[str] | None = None,
         hypervolume_scale: str = "copula",
+        skip_twins: bool = True,
     ) -> None:
         MultiObjectiveStrategy.__init__(self, space, seed, goals, known)
+        self.skip_twins = skip_twins
         check_mo_acquisition(acquisition, also=("auto",))
         if acquisition == "auto":
             # With every cost known, the probability of improving the front is exact on
@@ -436,9 +467,17 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
             return self._mark_pending(self.random_feasible(min(n, self.initial_points - len(self.rows))))
         self._fit()
         observed = torch.tensor(self.encodings, dtype=torch.long)
+        groups = None
         if self.space.enumerable:
-            codes, features = self.space.all_codes, self._all_features
-            excluded = ~self._free_members()
+            codes, features, excluded = self.space.all_codes, self._all_features, ~self._free_members()
+            groups = self._twin_classes() if self.skip_twins else None
+            if self._known_feasible is not None:
+                # Only members a known budget allows are candidates: the predictive spread
+                # (the floor of every std) and the copula's extremes are theirs, not those
+                # of members the search will never propose.
+                allowed = torch.nonzero(self._known_feasible).flatten()
+                codes, features, excluded = codes[allowed], features[allowed], excluded[allowed]
+                groups = groups[allowed] if groups is not None else None
         else:
             # A pool of random members and mutations of the front (the best first objective after it).
             front = set(self.front_indices())
@@ -455,7 +494,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
             samples = self.surrogate.predict(codes, self.goals.names[0], features=features)
             observed_units = self.surrogate.normalise(self._oriented_column(self.goals.names[0]), self.goals.names[0])
             incumbent = float(observed_units[feasible].max()) if bool(feasible.any()) else float(samples.mean(0).min())
-            picks = select_batch(samples, incumbent, n, excluded, self.single_objective_acquisition, self.generator)
+            picks = select_batch(samples, incumbent, n, excluded, self.single_objective_acquisition, self.generator, groups)
         else:
             mean, std, points, to_scale = self._objective_scales(codes, features, observed)
             front = points[feasible][non_dominated(points[feasible])]
@@ -464,7 +503,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
                 # Below everything predicted or observed, so the extremes of the front count.
                 lowest = torch.minimum(mean.min(0).values, points.min(0).values)
                 reference = lowest - 0.1 * (torch.maximum(mean.max(0).values, points.max(0).values) - lowest)
-            picks = select_front_batch(mean, std, front, reference, n, excluded, feasibility, self.acquisition, self.draws, self.generator, to_scale)
+            picks = select_front_batch(mean, std, front, reference, n, excluded, feasibility, self.acquisition, self.draws, self.generator, to_scale, groups)
         return self._mark_pending([tuple(row) for row in codes[picks].tolist()])
 
     def predict(self, codes: torch.Tensor) -> torch.Tensor | None:

@@ -77,6 +77,16 @@ def test_batches_are_distinct_and_skip_excluded_candidates(acquisition: str) -> 
     assert not excluded[picks].any()
 
 
+@pytest.mark.parametrize("acquisition", ["pi", "thompson"])
+def test_a_pick_takes_its_whole_group(acquisition: str) -> None:
+    samples = torch.randn(6, 200, generator=torch.Generator().manual_seed(0))
+    groups = torch.arange(200) % 7  # 7 groups, e.g. twins
+    picks = select_batch(samples, 0.5, 10, torch.zeros(200, dtype=torch.bool), acquisition, torch.Generator().manual_seed(1), groups)
+    assert picks.numel() == 7 and groups[picks].unique().numel() == 7  # one per group, then none left
+    free = select_batch(samples, 0.5, 10, torch.zeros(200, dtype=torch.bool), acquisition, torch.Generator().manual_seed(1))
+    assert picks[0] == free[0]  # the first pick is the same: groups only take the rest of the batch
+
+
 def test_batch_is_truncated_when_the_space_runs_out() -> None:
     excluded = torch.tensor([True, False, True, False, True])
     assert sorted(select_batch(SAMPLES, 0.0, 10, excluded).tolist()) == [1, 3]

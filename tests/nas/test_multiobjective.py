@@ -204,6 +204,20 @@ def columns(nb201: NB201Space) -> dict[str, torch.Tensor]:
     return load_columns(nb201, TABLES)
 
 
+def test_a_twin_of_each_front_point_finds_the_front_by_function_only(nb201: NB201Space, columns: dict[str, torch.Tensor]) -> None:
+    truth = FrontTruth(nb201, columns, Goals.parse(["test_acc:max", "flops_m:min"]))
+    keys = nb201.function_keys(nb201.all_codes)
+    rows = [tuple(r) for r in truth.points.tolist()]
+    front_rows = [i for i, r in enumerate(rows) if r in truth.front_keys]
+    # For every front point whose cell has a twin (same function, same FLOPs), evaluate the twin only.
+    twins = [j for i in front_rows for j in torch.nonzero((keys == keys[i]) & (columns["flops_m"] == columns["flops_m"][i])).flatten().tolist() if rows[j] not in truth.front_keys][:1000]
+    index = torch.tensor(sorted(set(twins)), dtype=torch.long)
+    with_twins = {rows[i] for i in front_rows if any(int(keys[j]) == int(keys[i]) and float(columns["flops_m"][j]) == float(columns["flops_m"][i]) for j in index.tolist())}
+    assert 0 < len(with_twins) < len(truth.front_keys)
+    assert truth.score(index)[1] == 0.0  # not one front point itself
+    assert truth.share_by_twins(index) == pytest.approx(len(with_twins) / len(truth.front_keys))
+
+
 @pytest.mark.slow
 def test_ensemble_bo_finds_more_of_the_front_than_random(nb201: NB201Space, columns: dict[str, torch.Tensor]) -> None:
     """The product's setting (FLOPs known, the shipped zero-cost pretraining), on the same seeds."""
@@ -224,6 +238,25 @@ def test_ensemble_bo_finds_more_of_the_front_than_random(nb201: NB201Space, colu
         scores["random"].append(truth.score(_run(MultiObjectiveRandom(nb201, seed, goals, known), table, nb201, 60)))
     ratio = {name: sum(r for r, _ in runs) / len(runs) for name, runs in scores.items()}
     assert ratio["bo"] > ratio["random"] + 0.003, scores
+
+
+@pytest.mark.parametrize("objectives", [["test_acc:max", "flops_m:min"], ["test_acc:max"]])
+def test_twins_of_evaluated_members_are_never_proposed(nb201: NB201Space, columns: dict[str, torch.Tensor], tiny_ensemble: dict[str, object], objectives: list[str]) -> None:
+    from nas.surrogate.model import EnsembleSurrogate
+
+    goals = Goals.parse(objectives, ["flops_m<=24"] if len(objectives) == 1 else None, ["flops_m"])
+    known = KnownCosts(nb201, {"flops_m": columns["flops_m"]})
+    table = torch.stack([columns[n] for n in goals.columns], 1)
+    factory = lambda **kw: EnsembleSurrogate(**{**tiny_ensemble, **kw})  # noqa: E731
+    twins = torch.stack([nb201.function_keys(nb201.all_codes).double(), columns["flops_m"]], 1)
+    for skip in (True, False):
+        strategy = MultiObjectiveBO(nb201, factory, 0, goals, known, pretraining="none", initial_points=10, batch_size=10, skip_twins=skip)
+        evaluated = _run(strategy, table, nb201, 60)
+        distinct = torch.unique(twins[evaluated], dim=0).shape[0]
+        if skip:
+            assert distinct == 60
+        else:
+            assert distinct < 60  # without it, the cheap levels' twins are proposed (the case the option exists for)
 
 
 def test_known_budgets_are_never_proposed(nb201: NB201Space, columns: dict[str, torch.Tensor], tiny_ensemble: dict[str, object]) -> None:
@@ -303,9 +336,13 @@ def test_front_benchmark_reports_hypervolume_and_front_share_in_both_modes(tmp_p
 def test_constrained_benchmark_counts_evaluations_to_the_feasible_optimum(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "objectives=[test_acc:max]", "constraints={flops_m:16}", "known=[flops_m]", "multiobjective.include=[]", "multiobjective.known_include=[random]", "budget=729")
     run_benchmark(cfg)  # dispatched by the objectives
-    (record,) = json.loads((tmp_path / "results.json").read_text())["strategies"]["random+known"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    (record,) = results["strategies"]["random+known"]
     # 729 members meet the budget: random search without replacement finds their best within them.
     assert record["evals_to_optimum"] is not None and 1 <= record["evals_to_optimum"] <= 729
+    # Their best is one of the 90 identity cells; the first of those comes no later.
+    assert results["optimum_twins"] == 90 and 1 <= record["evals_to_optimum_twins"] <= record["evals_to_optimum"]
+    assert "one of 90 twins" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.nb201 import NB201_OPS, NB201Cell
 from models.profiling import count_parameters
 from nas.errors import NASError
 from nas.spaces import build_space
@@ -87,3 +88,37 @@ def test_to_module_builds_the_benchmark_network(nb201: NB201Space) -> None:
     # Five 3x3 convolution edges per cell (conv + BN), 5 cells in each of the 16/32/64-wide stages.
     per_edge = sum(9 * c * c + 2 * c for c in (16, 32, 64)) * 5
     assert count_parameters(best) - count_parameters(skip_only) == 5 * per_edge
+
+
+def test_cells_without_parameters_are_twins_exactly_when_they_compute_the_same_output(nb201: NB201Space) -> None:
+    # The 729 cells of none / skip / average pooling: no weights, so the function is the output.
+    free = nb201.all_codes[((nb201.all_codes == 0) | (nb201.all_codes == 1) | (nb201.all_codes == 4)).all(1)]
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs = torch.stack([NB201Cell([NB201_OPS[v] for v in row], 3)(x).flatten() for row in free.tolist()])
+    same_output = torch.cdist(outputs, outputs, compute_mode="donot_use_mm_for_euclid_dist") < 1e-4 * (1 + outputs.norm(dim=1, keepdim=True))
+    keys = nb201.function_keys(free)
+    assert torch.equal(keys[:, None] == keys[None, :], same_output)
+    identity = nb201.function_keys(torch.tensor([nb201.parse("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")]))
+    assert int((keys == identity).sum()) == 90  # NAS-Bench-201 lists 90 cells without weights that compute x
+
+
+def test_twins_with_convolutions_share_their_weights_and_outputs(nb201: NB201Space) -> None:
+    def cell(text: str) -> NB201Cell:
+        return NB201Cell([NB201_OPS[v] for v in nb201.parse(text)], 3)
+
+    # conv(x) reaches the output through node 1 and a skip, or directly: one function.
+    via_node = cell("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|")
+    direct = cell("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|")
+    direct.edges[3].load_state_dict(via_node.edges[0].state_dict())
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.allclose(via_node(x), direct(x))
+    codes = torch.tensor([nb201.parse(t) for t in (
+        "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
+        "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|",
+        "|none~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|none~1|none~2|",  # a dead end: node 2 is not used
+        "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|none~2|",  # conv of a zero node: its BN bias
+        "|none~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|none~2|",
+    )])
+    keys = nb201.function_keys(codes).tolist()
+    assert keys[0] == keys[1] == keys[2] and len({keys[0], keys[3], keys[4]}) == 3
