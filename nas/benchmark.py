@@ -36,6 +36,7 @@ from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
+from nas.progress import track_runs
 from nas.report import convergence_plot, surrogate_rank_correlation
 from nas.stats import spearman
 from nas.fidelity import HIGH_FIDELITY
@@ -348,12 +349,11 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
     started = time.perf_counter()
     results: dict[str, list[SeedRecord]] = {name: [] for name in cfg.include}
     if workers == 1:
-        outcomes = map(run_one, tasks)
-        for name, record in outcomes:
+        for name, record in track_runs(map(run_one, tasks), len(tasks)):
             results[name].append(record)
     else:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for name, record in pool.imap_unordered(run_one, tasks):
+            for name, record in track_runs(pool.imap_unordered(run_one, tasks), len(tasks)):
                 results[name].append(record)
     elapsed = time.perf_counter() - started
     for records in results.values():

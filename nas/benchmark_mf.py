@@ -35,6 +35,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nas.cli import configure_threads
 from nas.errors import NASError
+from nas.progress import track_runs
 from nas.fidelity import HIGH_FIDELITY
 from nas.mf_peers import PEERS, CostEvent, run_peer
 from nas.search import run_search
@@ -248,7 +249,7 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
         else:
             pool = multiprocessing.get_context("spawn").Pool(workers)
             outcomes = pool.imap_unordered(run_one, tasks)
-        for name, record in outcomes:
+        for name, record in track_runs(outcomes, len(tasks)):
             results[name].append(record)
             sink.write(json.dumps({"name": name, "fingerprint": fingerprints[name], "record": asdict(record)}) + "\n")
             sink.flush()

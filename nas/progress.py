@@ -5,6 +5,8 @@ output goes to a file or a pipe (a log, a CI job, a test) prints no bar characte
 all. ``NAS_PROGRESS=0`` turns them off on a terminal too.
 
 - :func:`progress_bar`: one bar (zero-cost preprocessing, final training, ...);
+- :func:`track_runs`: the (strategy, seed) runs of a benchmark as they finish, in worker
+  processes or not: a bar, and a log line per run for logs and pipes;
 - :class:`SearchProgress`: the search's budget (evaluations, best so far, time left) and,
   below it, the epochs of the candidate training in the foreground;
 - :func:`estimate_epoch_seconds`: a few timed training steps of one candidate, from which
@@ -14,6 +16,7 @@ torch and Lightning are imported only by the estimate: drawing bars needs neithe
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from nas.train.data.base import ImageClassificationDataModule
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Environment variable that turns bars off (``0``, ``false``, ``off``, ``no``).
 PROGRESS_ENV = "NAS_PROGRESS"
@@ -74,6 +78,18 @@ def track(items: Iterable[T], total: int, description: str, unit: str = "it") ->
         for item in items:
             yield item
             bar.update(1)
+
+
+def track_runs(outcomes: Iterable[tuple[str, T]], total: int, description: str = "benchmark") -> Iterator[tuple[str, T]]:
+    """Pass on ``(name, result)`` pairs of finished runs (of ``total``) with a bar and one
+    log line per run: runs in worker processes log nowhere the user sees."""
+    started = time.perf_counter()
+    with bars_with_logging(), progress_bar(total, description, unit="run") as bar:
+        for done, (name, result) in enumerate(outcomes, 1):
+            elapsed = time.perf_counter() - started
+            log.info("%s: %d / %d runs finished (%s), %s elapsed, about %s left", description, done, total, name, format_duration(elapsed), format_duration(elapsed / done * (total - done)))
+            bar.update(1)
+            yield name, result
 
 
 @contextmanager

@@ -45,6 +45,7 @@ from nas.errors import NASError
 from nas.goals import Goals
 from nas.pareto import hypervolume, non_dominated, normalise_to_unit
 from nas.paths import resolve_path
+from nas.progress import track_runs
 from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
@@ -322,7 +323,7 @@ def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
             print(f"Results written to {output.resolve()}")
 
     with multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
-        for name, record in pool.imap_unordered(run_front_seed, tasks):
+        for name, record in track_runs(pool.imap_unordered(run_front_seed, tasks), len(tasks)):
             results.setdefault(name, []).append(record)
             write(report=False)
     write(report=True)

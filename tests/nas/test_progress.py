@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import pty
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nas.progress import estimate_epoch_seconds, format_duration
+from nas.progress import estimate_epoch_seconds, format_duration, track_runs
 from nas.spaces import build_space
 from nas.train import DigitsDataModule
 
@@ -86,3 +87,13 @@ def test_epoch_estimate_is_positive_and_leaves_the_random_state_alone() -> None:
 
 def test_durations_read_as_a_person_would_say_them() -> None:
     assert [format_duration(s) for s in (4.25, 45.0, 600.0, 9000.0, None)] == ["4.2 s", "45 s", "10 min", "2.5 h", "unknown"]
+
+
+def test_benchmark_runs_are_reported_as_they_finish(caplog) -> None:  # type: ignore[no-untyped-def]
+    runs = [("bo", 1), ("random", 2), ("bo", 3)]
+    with caplog.at_level(logging.INFO, logger="nas.progress"):
+        passed = list(track_runs(iter(runs), len(runs)))
+    assert passed == runs
+    lines = [r.getMessage() for r in caplog.records if r.name == "nas.progress"]
+    assert [line.split(" runs finished")[0] for line in lines] == ["benchmark: 1 / 3", "benchmark: 2 / 3", "benchmark: 3 / 3"]
+    assert "(random)" in lines[1] and "left" in lines[0]
