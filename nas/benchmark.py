@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nas.cli import configure_threads, user_errors
+from nas.cli import configure_threads, quote_comparisons, user_errors
 from nas.errors import NASError
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
@@ -381,4 +382,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_comparisons(sys.argv)
     main()

@@ -1,6 +1,7 @@
 """What the command-line entry points share: user errors, paths, threads."""
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -16,6 +17,26 @@ def user_error_of(error: BaseException) -> NASError | None:
     while seen is not None and not isinstance(seen, NASError):
         seen = seen.__cause__
     return seen
+
+
+#: A ``constraints`` override (``constraints=``, ``+constraints=``, ``++constraints=``) and its value.
+_CONSTRAINTS_OVERRIDE = re.compile(r"^(\+{0,2}constraints)=(.*)$")
+
+
+def quote_comparisons(argv: list[str]) -> list[str]:
+    """``argv`` with unquoted budget comparisons quoted for Hydra's override grammar, whose
+    lexer stops at ``<`` and ``=`` in a value: ``constraints=[latency_ms<=5,params_m<=3]``
+    becomes ``constraints=["latency_ms<=5","params_m<=3"]`` (a single comparison may go
+    without brackets). Quoted values and dictionaries (``{flops_m: 16}``) pass unchanged."""
+    out = []
+    for arg in argv:
+        match = _CONSTRAINTS_OVERRIDE.match(arg)
+        value = match.group(2).strip() if match else ""
+        if match and re.search(r"[<>]", value) and not re.search(r"[\"'{]", value):
+            items = [item.strip() for item in value.removeprefix("[").removesuffix("]").split(",") if item.strip()]
+            arg = f"{match.group(1)}=[{','.join(f'{chr(34)}{item}{chr(34)}' for item in items)}]"
+        out.append(arg)
+    return out
 
 
 @contextmanager

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nas.cli import configure_threads, user_errors
+from nas.cli import configure_threads, quote_comparisons, user_errors
 from nas.columns import load_columns
 from nas.errors import NASError, positive_number, whole_number
 from nas.front import FRONT_PNG, front_of, front_plot, front_table
@@ -290,4 +291,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = quote_comparisons(sys.argv)
     main()

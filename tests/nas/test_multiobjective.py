@@ -359,6 +359,23 @@ def test_front_benchmark_bad_input(tmp_path: Path, overrides: list[str], message
         run_benchmark(_config(tmp_path, *overrides))
 
 
+@pytest.mark.parametrize(
+    ("arg", "quoted"),
+    [
+        ("constraints=[latency_ms<=5,params_m<=3]", 'constraints=["latency_ms<=5","params_m<=3"]'),
+        ("+constraints=flops_m<=16", '+constraints=["flops_m<=16"]'),
+        ("constraints=[accuracy>=0.9]", 'constraints=["accuracy>=0.9"]'),
+        ('constraints=["flops_m<=16"]', 'constraints=["flops_m<=16"]'),
+        ("constraints={flops_m:16}", "constraints={flops_m:16}"),
+        ("objectives=[test_acc:max]", "objectives=[test_acc:max]"),
+    ],
+)
+def test_budget_comparisons_need_no_quotes_on_the_command_line(arg: str, quoted: str) -> None:
+    from nas.cli import quote_comparisons
+
+    assert quote_comparisons(["nas.benchmark", arg]) == ["nas.benchmark", quoted]
+
+
 def test_front_benchmark_command_line_error_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nas.benchmark", "objectives=[test_acc:max,watts:min]", f"output_dir={tmp_path}"],
@@ -368,6 +385,14 @@ def test_front_benchmark_command_line_error_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: The table cifar10.csv with its extra tables has no column or metric 'watts'")
+    # An unquoted comparison reaches the goals (here: a budget no member meets), not Hydra's lexer.
+    result = subprocess.run(
+        [sys.executable, "-m", "nas.benchmark", "objectives=[test_acc:max]", "constraints=[flops_m<=2]", f"output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: No member of the table satisfies flops_m<=2")
 
 
 def test_inverse_copula_returns_observed_values_and_extends_their_tails(nb201: NB201Space) -> None:
