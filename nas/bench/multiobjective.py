@@ -217,7 +217,7 @@ def front_report(results: dict[str, list[FrontRecord]], payload: dict[str, Any])
         ]
         for name, records in results.items():
             lines.append(f"| {name} | {len(records)} | {_reach([r.evals_to_optimum for r in records], payload['budget'])} | {_reach([r.evals_to_optimum_twins for r in records], None)} |")
-        if twins > 1:
+        if twins > 1 and payload.get("optimum_functions", 1) == 1:
             lines += [
                 "",
                 f"The optimum is one of {twins} twins (members computing the same function, at the same cost) whose values differ only by training noise: "
@@ -306,6 +306,7 @@ def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
         "front_size": len(truth.front_keys),
         "feasible": int(truth.feasible.sum()),
         "optimum_twins": int(truth.optimum_twins.sum()),
+        "optimum_functions": int(truth.twins[truth.optimum_twins].unique().numel()),
         "members": space.size,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
