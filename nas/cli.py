@@ -34,7 +34,8 @@ def quote_comparisons(argv: list[str]) -> list[str]:
         value = match.group(2).strip() if match else ""
         if match and re.search(r"[<>]", value) and not re.search(r"[\"'{]", value):
             items = [item.strip() for item in value.removeprefix("[").removesuffix("]").split(",") if item.strip()]
-            arg = f"{match.group(1)}=[{','.join(f'{chr(34)}{item}{chr(34)}' for item in items)}]"
+            quoted = ",".join(f'"{item}"' for item in items)
+            arg = f"{match.group(1)}=[{quoted}]"
         out.append(arg)
     return out
 

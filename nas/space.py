@@ -97,6 +97,14 @@ class SearchSpace(ABC):
         differ only by the noise of training them."""
         return self.keys(codes)
 
+    def twin_classes(self, values: torch.Tensor) -> torch.Tensor:
+        """``N`` class ids over :attr:`all_codes` (enumerable spaces): equal for *twins*,
+        members with equal :meth:`function_keys` and equal rows of the ``N x j`` ``values``
+        (e.g. their costs; ``NaN`` equals ``NaN``)."""
+        keys = self.function_keys(self.all_codes).double().unsqueeze(1)
+        rows = torch.cat([keys, torch.nan_to_num(values.double(), nan=float("inf"))], 1)
+        return torch.unique(rows, dim=0, return_inverse=True)[1]
+
     @property
     def raw_size(self) -> int:
         return int(torch.prod(self.cardinalities).item())

@@ -107,8 +107,7 @@ class FrontTruth:
         self.true_hypervolume = hypervolume(front, self.reference)
         self.single_optimum = float(feasible_points[:, 0].max())
         others = torch.stack([columns[n] for n in goals.columns[1:]], 1) if len(goals.columns) > 1 else torch.zeros(space.size, 0, dtype=torch.float64)
-        classes = torch.cat([space.function_keys(space.all_codes).double().unsqueeze(1), torch.nan_to_num(others.double(), nan=float("inf"))], 1)
-        self.twins = torch.unique(classes, dim=0, return_inverse=True)[1]
+        self.twins = space.twin_classes(others)
         rows = [tuple(r) for r in self.points.tolist()]
         self.front_twins = {key: set() for key in self.front_keys}
         for i in torch.nonzero(self.feasible).flatten().tolist():

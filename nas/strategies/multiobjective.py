@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -145,15 +146,11 @@ class MultiObjectiveStrategy(Strategy):
     #: Whether a twin of a seen or pending member (see :meth:`_twin_classes`) is taken too.
     skip_twins = False
 
+    @cached_property
     def _twin_classes(self) -> torch.Tensor:
         """``N`` class ids over ``space.all_codes``: equal for members that compute the same
-        function (:meth:`nas.space.SearchSpace.function_keys`) with the same known costs."""
-        if getattr(self, "_twin_ids", None) is None:
-            columns = [self.space.function_keys(self.space.all_codes).double().unsqueeze(1)]
-            if self.known is not None:
-                columns.append(torch.nan_to_num(self.known.table, nan=float("inf")))
-            self._twin_ids = torch.unique(torch.cat(columns, 1), dim=0, return_inverse=True)[1]
-        return self._twin_ids
+        function with the same known costs (:meth:`nas.space.SearchSpace.twin_classes`)."""
+        return self.space.twin_classes(self.known.table if self.known is not None else torch.zeros(self.space.size, 0))
 
     def _free_members(self) -> torch.Tensor:
         """``N`` mask of members neither seen, pending (nor, with ``skip_twins``, their
@@ -165,8 +162,7 @@ class MultiObjectiveStrategy(Strategy):
             index = index[index >= 0]
             free[index] = False
             if self.skip_twins:
-                classes = self._twin_classes()
-                free &= ~torch.isin(classes, classes[index])
+                free &= ~torch.isin(self._twin_classes, self._twin_classes[index])
         return free
 
     def random_feasible(self, n: int) -> list[Encoding]:
@@ -174,14 +170,18 @@ class MultiObjectiveStrategy(Strategy):
         allows (with ``skip_twins``: no two of them twins, nor twins of a seen member)."""
         if self._known_feasible is None and not (self.skip_twins and self.space.enumerable):
             return self.random_unseen(n)
-        free = self._free_members()
+        free = torch.nonzero(self._free_members()).flatten()
+        order = free[torch.randperm(free.numel(), generator=self.generator)]
+        if not self.skip_twins:
+            return [tuple(row) for row in self.space.all_codes[order[:n]].tolist()]
         picks: list[int] = []
-        for pick in torch.nonzero(free).flatten()[torch.randperm(int(free.sum()), generator=self.generator)].tolist():
+        classes: set[int] = set()
+        for pick, twin_class in zip(order.tolist(), self._twin_classes[order].tolist()):
             if len(picks) == n:
                 break
-            if self.skip_twins and any(int(self._twin_classes()[pick]) == int(self._twin_classes()[p]) for p in picks):
-                continue
-            picks.append(pick)
+            if twin_class not in classes:  # the first draw of each twin class
+                classes.add(twin_class)
+                picks.append(pick)
         return [tuple(row) for row in self.space.all_codes[picks].tolist()]
 
     def allowed(self, encoding: Encoding) -> bool:
@@ -470,7 +470,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
         groups = None
         if self.space.enumerable:
             codes, features, excluded = self.space.all_codes, self._all_features, ~self._free_members()
-            groups = self._twin_classes() if self.skip_twins else None
+            groups = self._twin_classes if self.skip_twins else None
             if self._known_feasible is not None:
                 # Only members a known budget allows are candidates: the predictive spread
                 # (the floor of every std) and the copula's extremes are theirs, not those
