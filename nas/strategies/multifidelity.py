@@ -7,6 +7,7 @@ fidelity on a shared trunk.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -20,10 +21,41 @@ from nas.strategies.base import Strategy, Trial
 from nas.strategies.bo import SurrogateFactory, SurrogateGuided
 from nas.surrogate.model import EnsembleSurrogate
 
+log = logging.getLogger(__name__)
 
 #: Where full evaluations come from: the architectures evaluated cheaply (the best by the
 #: ``hi`` head's mean), or anywhere (the acquisition over them and a fresh candidate pool).
 PROMOTIONS = ("observed", "anywhere")
+#: How the fidelity of the cheap trials is chosen: always the schedule's ``lo`` (thesis), or
+#: ``measured``: the cheapest level whose ranking is shown to agree with the full one.
+SCREENINGS = ("schedule", "measured")
+
+
+def rank_correlation_lower_bound(x: torch.Tensor, y: torch.Tensor, z_score: float = 1.0) -> float:
+    """Spearman rank correlation of the ``n`` paired values ``x`` and ``y``, lowered by
+    ``z_score`` standard errors of its Fisher transform (``1.03 / sqrt(n - 3)``, Fieller et
+    al. 1957): a correlation this search can rely on. ``-1`` below 4 pairs.
+
+    Ties get the mean of their ranks.
+    """
+    n = x.shape[0]
+    if n < 4:
+        return -1.0
+
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        order = torch.argsort(torch.argsort(v)).double()
+        # Mean rank of each group of ties: average the ordinal ranks over equal values.
+        _, inverse = torch.unique(v, return_inverse=True)
+        sums = torch.zeros(int(inverse.max()) + 1, dtype=torch.float64).index_add_(0, inverse, order)
+        counts = torch.bincount(inverse).double()
+        return (sums / counts)[inverse]
+
+    rx, ry = ranks(x.double()), ranks(y.double())
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = float(rx.norm() * ry.norm())
+    rho = float(rx @ ry) / denominator if denominator > 0 else 0.0
+    z = math.atanh(max(min(rho, 1 - 1e-12), -1 + 1e-12)) - z_score * 1.03 / math.sqrt(n - 3)
+    return math.tanh(z)
 
 
 class MultiFidelityStrategy(Strategy):
@@ -154,12 +186,24 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
     ``promotion="anywhere"`` full evaluations are chosen by the acquisition on the ``hi``
     head among the cheaply evaluated architectures and a fresh pool alike.
 
+    With ``screening="measured"`` the search does not take the cheap signal on trust. Every
+    full evaluation reports the values of the lower levels for free, so the search knows,
+    for the architectures it trained fully, how each level ranks them against the full
+    evaluation. The cheap trials of an iteration run at the cheapest level whose Spearman
+    correlation with the full values is at least ``min_rank_correlation`` with confidence
+    (:func:`rank_correlation_lower_bound`); when no level is, the iteration runs its full
+    evaluations only. The first ``initial_points`` trials are then random full evaluations,
+    which give the first pairs. Where the cheap ranking does not predict the full one (the
+    NAS-Bench-301 surrogate below 90 epochs), the search spends its budget like
+    mono-fidelity BO instead of on runs that cannot inform it.
+
     Fitting: whenever new observations arrived, each head whose data grew is trained on all
     of its fidelity's observations (cheapest first; ``lo_fit_epochs`` for the cheaper heads),
     then the ``hi`` head on all full evaluations for ``hi_fit_epochs``. All update the shared
     trunk; training the ``hi`` head last and longer gives the full evaluations more weight
     (thesis) and keeps that head in step with a trunk that moves every iteration. The heads
     of intermediate ``levels`` learn from the values that longer runs report for their epochs.
+    Under ``screening="measured"`` only the heads of :meth:`trusted_levels` train.
 
     Args:
         space: the search space.
@@ -177,6 +221,9 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
             (thesis), or ``hi`` once it has learnt from a full evaluation (the cheap runs
             then screen what the full-fidelity head believes in).
         promotion: where full evaluations come from, see :data:`PROMOTIONS`.
+        screening: how the fidelity of the cheap trials is chosen, see :data:`SCREENINGS`.
+        min_rank_correlation: with ``screening="measured"``, the rank correlation with the
+            full evaluations a level must reach (lower confidence bound) to be run.
     """
 
     def __init__(
@@ -193,14 +240,25 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         pool_size: int = 20_000,
         screen_head: str = LOW_FIDELITY,
         promotion: str = "observed",
+        screening: str = "schedule",
+        min_rank_correlation: float = 0.7,
     ) -> None:
         super().__init__(space, fidelity, seed)
         if screen_head not in (LOW_FIDELITY, HIGH_FIDELITY):
             raise NASError(f"screen_head must be {LOW_FIDELITY!r} or {HIGH_FIDELITY!r}, got {screen_head!r}.")
         if promotion not in PROMOTIONS:
             raise NASError(f"Unknown promotion {promotion!r}; valid promotions are {', '.join(PROMOTIONS)}.")
+        if screening not in SCREENINGS:
+            raise NASError(f"Unknown screening {screening!r}; valid screenings are {', '.join(SCREENINGS)}.")
+        if not -1.0 <= min_rank_correlation <= 1.0:
+            raise NASError(f"min_rank_correlation is a rank correlation in [-1, 1], got {min_rank_correlation}.")
         self.screen_head = screen_head
         self.promotion = promotion
+        self.screening = screening
+        self.min_rank_correlation = min_rank_correlation
+        #: The level each iteration screened at (``None``: full evaluations only), for reports.
+        self.screened_at: list[str | None] = []
+        self._screening_announced = False
         self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size, fidelities=self.levels)
         missing = [f for f in self.levels if f not in self.surrogate.fidelities]
         if missing:
@@ -223,37 +281,87 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         for _ in range(self.schedule.f + 1):
             if not any(self._owed.values()):
                 self.iteration += 1
-                self._owed = self.schedule.trials_in_iteration(self.iteration)
+                self._owed = self._iteration_trials()
             trials: list[Trial] = []
             for fidelity, owed in self._owed.items():
                 k = min(owed, n - len(trials))
                 if k <= 0:
                     continue
-                picks = self._choose_full(k) if fidelity == HIGH_FIDELITY else self._choose_partial(k)
+                picks = self._choose_full(k) if fidelity == HIGH_FIDELITY else self._choose_partial(k, fidelity)
                 self._owed[fidelity] = owed - k if len(picks) == k else 0
                 trials += self._mark_trials(fidelity, picks)
             if trials:
                 return trials
         return []
 
+    def _iteration_trials(self) -> dict[str, int]:
+        """Trials per fidelity of the iteration starting now (full evaluations first)."""
+        owed = self.schedule.trials_in_iteration(self.iteration)
+        if self.screening == "schedule":
+            return owed
+        missing = self.initial_points - self._full_successes() - len(self.pending_at[HIGH_FIDELITY])
+        if missing > 0:
+            # The initial design: random full evaluations, whose curves give the first pairs.
+            self.screened_at.append(None)
+            return {HIGH_FIDELITY: missing}
+        level = self.screening_level()
+        if not self._screening_announced or level != self.screened_at[-1]:
+            self._screening_announced = True
+            bounds = ", ".join(f"{f} {b:+.2f}" for f, b in self.level_correlations().items())
+            log.info(
+                "Cheap runs now %s: rank correlation with the better half of %d full evaluations (lower bounds: %s; needed %.2f).",
+                f"at {level}" if level else "skipped, full evaluations only", self._full_successes(), bounds, self.min_rank_correlation,
+            )
+        self.screened_at.append(level)
+        return {HIGH_FIDELITY: owed[HIGH_FIDELITY]} | ({level: owed[LOW_FIDELITY]} if level else {})
+
+    def level_correlations(self) -> dict[str, float]:
+        """For each level below ``hi``: the lower confidence bound of the Spearman correlation
+        between its values and the full ones, over the architectures observed at both."""
+        full = {enc: v for enc, v in self.observations[HIGH_FIDELITY].items() if not math.isnan(v)}
+        # The better half: a cheap level must tell good architectures apart, which is where
+        # the search spends its evaluations; ranking bad ones below good ones is not enough.
+        full = dict(sorted(full.items(), key=lambda item: -item[1])[: (len(full) + 1) // 2])
+        bounds = {}
+        for level in self.levels[:-1]:
+            pairs = [(v, full[enc]) for enc, v in self.observations[level].items() if enc in full and not math.isnan(v)]
+            paired = torch.tensor(pairs, dtype=torch.float64).reshape(-1, 2)
+            bounds[level] = rank_correlation_lower_bound(paired[:, 0], paired[:, 1])
+        return bounds
+
+    def screening_level(self) -> str | None:
+        """The cheapest level whose ranking agrees with the full evaluations (lower bound of
+        the rank correlation at least ``min_rank_correlation``), or ``None``."""
+        return next((level for level in self.trusted_levels() if level != HIGH_FIDELITY), None)
+
     def _fit(self) -> None:
-        counts = {f: len(obs) for f, obs in self.observations.items()}
-        if counts == self._fitted_on:
+        counts = {f: len(self.observations[f]) for f in self.trusted_levels()}
+        if all(self._fitted_on[f] == n for f, n in counts.items()):
             return
-        for fidelity in self.levels:  # cheapest first: the hi head is adapted last
+        for fidelity, count in counts.items():  # cheapest first: the hi head is adapted last
             # A head is refitted when its data grew; the hi head also whenever the shared
             # trunk moved under it, so that it stays in step.
-            changed = counts[fidelity] != self._fitted_on[fidelity] or fidelity == HIGH_FIDELITY
-            if counts[fidelity] and changed:
+            changed = count != self._fitted_on[fidelity] or fidelity == HIGH_FIDELITY
+            if count and changed:
                 codes, values = self.observations_at(fidelity)
                 self.surrogate.fit(codes, values, fidelity, epochs=self.fit_epochs[fidelity])
-        self._fitted_on = counts
+            self._fitted_on[fidelity] = count
 
-    def _choose_partial(self, k: int) -> list[Encoding]:
-        if len(self.observations[LOW_FIDELITY]) < self.initial_points:
+    def trusted_levels(self) -> tuple[str, ...]:
+        """The fidelities whose heads train the shared trunk, cheapest first: all of them
+        under ``screening="schedule"``; under ``"measured"``, ``hi`` and the levels whose
+        ranking agrees with the full evaluations, since a level that does not would only
+        pull the trunk towards what does not matter for the full one."""
+        if self.screening == "schedule":
+            return self.levels
+        bounds = self.level_correlations()
+        return tuple(f for f in self.levels if f == HIGH_FIDELITY or bounds[f] >= self.min_rank_correlation)
+
+    def _choose_partial(self, k: int, fidelity: str = LOW_FIDELITY) -> list[Encoding]:
+        if len(self.observations[fidelity]) < self.initial_points and self.screening == "schedule":
             return self.random_unseen(k)
         self._fit()
-        head = HIGH_FIDELITY if self.screen_head == HIGH_FIDELITY and self._full_fitted() else LOW_FIDELITY
+        head = HIGH_FIDELITY if self.screen_head == HIGH_FIDELITY and self._full_fitted() else fidelity
         observed = self.observations[head]
         codes, features = self._candidates(list(observed), list(observed.values()))
         best = float(self.observations_at(head)[1].max())
@@ -261,17 +369,23 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
 
     def _full_fitted(self) -> bool:
         """Whether the ``hi`` head has learnt from a successful full evaluation."""
-        return bool(self._fitted_on[HIGH_FIDELITY]) and not all(math.isnan(v) for v in self.values)
+        return bool(self._fitted_on[HIGH_FIDELITY]) and self._full_successes() > 0
+
+    def _full_successes(self) -> int:
+        """Full evaluations that succeeded."""
+        return sum(not math.isnan(v) for v in self.values)
 
     def _choose_full(self, k: int) -> list[Encoding]:
-        if not self.observations[LOW_FIDELITY] and not self.observations[HIGH_FIDELITY]:
+        initial = self.screening == "measured" and self._full_successes() + len(self.pending_at[HIGH_FIDELITY]) < self.initial_points
+        if initial or (not self.observations[LOW_FIDELITY] and not self.observations[HIGH_FIDELITY]):
             return self.random_unseen(k)
         self._fit()
-        full_ok = not all(math.isnan(v) for v in self.values)
+        full_ok = self._full_successes() > 0
         head = HIGH_FIDELITY if full_ok else LOW_FIDELITY
         best = float(self.observations_at(head)[1].max())
         taken = self.taken(HIGH_FIDELITY)
-        promising = [enc for enc, v in self.observations[LOW_FIDELITY].items() if not math.isnan(v) and enc not in taken]
+        # Architectures run cheaply by this search (free values of full runs are taken already).
+        promising = list({enc: None for level in self.levels[:-1] for enc, v in self.observations[level].items() if not math.isnan(v) and enc not in taken})
         picks: list[Encoding] = []
         if promising and self.promotion == "anywhere":
             # The acquisition chooses among the cheaply seen and the unseen alike.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +145,76 @@ def test_bad_multi_fidelity_settings(nb201: NB201Space) -> None:
         strategy.ask()
     with pytest.raises(NASError, match="Unknown fidelity 'mid'"):
         strategy.observe([Trial((0,) * 6, "mid")], [Evaluation(1.0)])
+
+
+def test_rank_correlation_lower_bound_matches_spearman_and_widens_with_few_pairs() -> None:
+    from scipy.stats import spearmanr
+
+    from nas.strategies.multifidelity import rank_correlation_lower_bound
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, generator=generator)
+    y = x + 0.8 * torch.randn(40, generator=generator)
+    y[:6] = y[6]  # ties get their mean rank, as scipy's
+    rho = float(spearmanr(x.numpy(), y.numpy())[0])
+    assert rank_correlation_lower_bound(x, y, z_score=0.0) == pytest.approx(rho, abs=1e-9)
+    assert rank_correlation_lower_bound(x, y) == pytest.approx(math.tanh(math.atanh(rho) - 1.03 / math.sqrt(37)), abs=1e-9)
+    # The same perfect ranking is trusted more with more pairs; below 4 pairs, not at all.
+    line = torch.arange(12.0)
+    assert rank_correlation_lower_bound(line[:5], line[:5]) < rank_correlation_lower_bound(line, line)
+    assert rank_correlation_lower_bound(line[:3], line[:3]) == -1.0
+    assert rank_correlation_lower_bound(line, -line) < -0.9
+
+
+def _nb201_rows() -> list[dict[str, str]]:
+    import csv
+
+    from nas.paths import resolve_path
+
+    with resolve_path(TABLE).open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _table_with_low_fidelity(space: NB201Space, rows: list[dict[str, str]], values: torch.Tensor, path: Path) -> TableObjective:
+    """The NAS-Bench-201 ``rows`` with one more column, ``cheap``, holding ``values`` (in row
+    order), read as the low fidelity of ``test_acc``."""
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "cheap"])
+        writer.writeheader()
+        writer.writerows({**row, "cheap": f"{float(v):.4f}"} for row, v in zip(rows, values))
+    return TableObjective(space, path, "test_acc", low_fidelity_column="cheap")
+
+
+def test_measured_screening_runs_cheap_trials_only_where_they_rank_like_full_ones(nb201: NB201Space, tmp_path: Path) -> None:
+    rows = _nb201_rows()
+    test_acc = torch.tensor([float(row["test_acc"]) for row in rows])
+    shuffled = test_acc[torch.randperm(test_acc.numel(), generator=torch.Generator().manual_seed(0))]
+    schedule = FidelitySchedule(hi_epochs=200, lo_epochs=12, p=5, q=1, f=1)
+    runs = {}
+    # A cheap signal that ranks exactly as the full one, and one that is shuffled noise.
+    for name, values in (("informative", test_acc - 5.0), ("noise", shuffled)):
+        objective = _table_with_low_fidelity(nb201, rows, values, tmp_path / f"{name}.csv")
+        strategy = _mfbo(nb201, schedule=schedule, screening="measured", initial_points=5)
+        history = run_search(strategy, objective, budget=14)
+        runs[name] = (strategy, [t.fidelity for t in history.trials])
+    strategy, fidelities = runs["informative"]
+    # The initial design is five random full evaluations; then, once the better half of the
+    # full evaluations shows the cheap ranking agrees, every iteration screens 5 cheap trials.
+    assert fidelities[:5] == ["hi"] * 5
+    assert strategy.screened_at[-1] == "lo" and fidelities.count("lo") >= 5 * 3
+    assert strategy.level_correlations()["lo"] > 0.7
+    assert strategy.trusted_levels() == ("lo", "hi")
+    strategy, fidelities = runs["noise"]
+    # Noise never earns a cheap trial, nor trains the trunk: the budget goes to full evaluations.
+    assert set(strategy.screened_at) == {None} and fidelities == ["hi"] * 14
+    assert strategy.level_correlations()["lo"] < 0.7
+    assert strategy.trusted_levels() == ("hi",) and strategy._fitted_on["lo"] == 0
+
+
+def test_bad_screening_settings(nb201: NB201Space) -> None:
+    with pytest.raises(NASError, match="Unknown screening 'auto'; valid screenings are schedule, measured"):
+        _mfbo(nb201, screening="auto")
+    with pytest.raises(NASError, match=r"min_rank_correlation is a rank correlation in \[-1, 1\], got 1.5"):
+        _mfbo(nb201, screening="measured", min_rank_correlation=1.5)
