@@ -15,6 +15,10 @@ The output directory gets:
 - ``records.jsonl``: each (strategy, seed) result the moment it is finished, so that the
   same command started again after an interruption runs only the missing ones.
 
+With ``agreement_epochs`` set and an objective that predicts any architecture at any epoch
+(a surrogate benchmark), the report opens with how far each fidelity ranks like the full
+one (:func:`fidelity_agreement`): what any multi-fidelity strategy can gain on it.
+
 Strategies are the framework's (``strategies``, any ``nas.strategies`` config) and the
 external peers of :mod:`nas.mf_peers` (``peers``), side by side on the same objective.
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nas.cli import configure_threads
@@ -38,10 +43,13 @@ from nas.errors import NASError
 from nas.progress import track_runs
 from nas.fidelity import HIGH_FIDELITY
 from nas.mf_peers import PEERS, CostEvent, run_peer
+from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
 from nas.search import run_search
+from nas.space import SearchSpace
 from nas.store import config_fingerprint
 from nas.spaces import build_space
 from nas.strategies import instantiate_strategy
+from nas.strategies.multifidelity import rank_correlation_lower_bound
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
@@ -131,6 +139,47 @@ def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
     return name, record
 
 
+def fidelity_agreement(objective: SurrogateBenchmarkObjective, space: SearchSpace, epochs: list[int], samples: int, seed: int = 0, top_share: float = 0.1) -> list[dict[str, float]]:
+    """How well each number of ``epochs`` ranks ``samples`` random architectures like a full
+    evaluation: per epoch, the Spearman correlation with the full value over all of them and
+    over the best ``top_share`` of them (by the full value), where a search must tell good
+    from best; and the share of the top 1 % by the full value that are also in the top 1 %
+    at that epoch.
+
+    Args:
+        objective: predicts ``n`` values of ``n x d`` codes at a number of epochs
+            (``objective.accuracy(codes, epochs)``).
+    """
+    codes = space.sample(samples, torch.Generator().manual_seed(seed))
+    full = objective.accuracy(codes, objective.fidelity.hi_epochs)
+    top = full >= torch.quantile(full, 1 - top_share)
+    best = set(torch.topk(full, max(1, samples // 100)).indices.tolist())
+    rows = []
+    for epoch in epochs:
+        values = objective.accuracy(codes, int(epoch))
+        rows.append({
+            "epochs": int(epoch),
+            "spearman": rank_correlation_lower_bound(values, full, z_score=0.0),
+            f"spearman_top_{top_share:g}": rank_correlation_lower_bound(values[top], full[top], z_score=0.0),
+            "top_1pct_kept": len(best & set(torch.topk(values, len(best)).indices.tolist())) / len(best),
+        })
+    return rows
+
+
+def agreement_report(rows: list[dict[str, float]], samples: int) -> str:
+    """The markdown table of :func:`fidelity_agreement`'s rows."""
+    top_key = next(k for k in rows[0] if k.startswith("spearman_top_"))
+    share = float(top_key.removeprefix("spearman_top_"))
+    lines = [
+        f"## How each fidelity ranks {samples:,} random architectures against the full evaluation",
+        "",
+        f"| epochs | Spearman, all | Spearman, best {share:.0%} | top 1 % kept |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['epochs']} | {r['spearman']:.2f} | {r[top_key]:.2f} | {r['top_1pct_kept']:.0%} |" for r in rows]
+    return "\n".join(lines) + "\n\n"
+
+
 def _mean_se(values: list[float]) -> str:
     if not values:
         return "–"
@@ -213,7 +262,13 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
         if name in peers and name not in PEERS:
             raise NASError(f"Unknown peer {name!r}; valid peers are {', '.join(PEERS)}.")
     space = build_space(**cfg.searchspace)
-    hydra.utils.instantiate(cfg.objective, space=space)  # a broken objective stops here, before any work
+    objective = hydra.utils.instantiate(cfg.objective, space=space)  # a broken objective stops here, before any work
+    agreement_epochs = list(cfg.get("agreement_epochs") or [])
+    if agreement_epochs and not isinstance(objective, SurrogateBenchmarkObjective):
+        raise NASError(f"agreement_epochs needs an objective that predicts any architecture at any epoch (objective=surrogate_benchmark); {type(objective).__name__} does not.")
+    outside = [e for e in agreement_epochs if isinstance(e, bool) or not isinstance(e, int) or not 1 <= e <= objective.fidelity.hi_epochs]
+    if outside:
+        raise NASError(f"agreement_epochs must be whole numbers of epochs 1..{objective.fidelity.hi_epochs}, got {outside[0]!r}.")
     zero_cost_path = ""
     if any(name in cfg.strategies and cfg.strategies[name].get("pretraining", "none") != "none" for name in cfg.include):
         zero_cost_path = str(zero_cost_from_config(space, cfg.zero_cost)[1])
@@ -258,6 +313,8 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
             pool.join()
     for records in results.values():
         records.sort(key=lambda r: r.seed)
+    samples = int(cfg.get("agreement_samples") or 20_000)
+    agreement = fidelity_agreement(objective, space, agreement_epochs, samples) if agreement_epochs else []
     elapsed = time.perf_counter() - started
     payload = {
         "mode": "multifidelity",
@@ -266,10 +323,11 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
         "first_seed": int(cfg.first_seed),
         "target": cfg.get("target"),
         "wall_seconds": elapsed,
+        "fidelity_agreement": agreement,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (output / "results.json").write_text(json.dumps({**payload, "strategies": {n: [asdict(r) for r in rs] for n, rs in results.items()}}, indent=1))
-    report = markdown_report(results, payload) + f"\nTotal wall time: {elapsed:.0f} s with {workers} worker process(es).\n"
+    report = (agreement_report(agreement, samples) if agreement else "") + markdown_report(results, payload) + f"\nTotal wall time: {elapsed:.0f} s with {workers} worker process(es).\n"
     (output / "results.md").write_text(report)
     convergence_plot(results, float(cfg.budget), output / "convergence.png")
     print(report)

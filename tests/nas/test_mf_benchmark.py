@@ -113,11 +113,20 @@ def test_a_peer_that_is_not_installed_is_named_with_its_install_command(monkeypa
 def test_the_nb301_benchmark_reports_best_values_against_cost(tmp_path: Path) -> None:
     from nas.benchmark import run_benchmark
 
-    cfg = _compose("seeds=2", "budget=6", "include=[hyperband,random]", "workers=1", "cost_checkpoints=[1,6]", f"output_dir={tmp_path}")
+    cfg = _compose(
+        "seeds=2", "budget=6", "include=[hyperband,random]", "workers=1", "cost_checkpoints=[1,6]", f"output_dir={tmp_path}",
+        "agreement_epochs=[4,98]", "agreement_samples=2000",
+    )
     results = run_benchmark(cfg)  # type: ignore[arg-type]
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["mode"] == "multifidelity" and set(payload["strategies"]) == {"hyperband", "random"}
-    assert (tmp_path / "convergence.png").stat().st_size > 0 and "± " in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert (tmp_path / "convergence.png").stat().st_size > 0 and "± " in report
+    # The report opens with how each fidelity ranks random architectures like the full one.
+    four, full = payload["fidelity_agreement"]
+    assert full == {"epochs": 98, "spearman": pytest.approx(1.0), "spearman_top_0.1": pytest.approx(1.0), "top_1pct_kept": 1.0}
+    assert four["epochs"] == 4 and four["spearman_top_0.1"] < four["spearman"] < 0.9 and four["top_1pct_kept"] < 0.5
+    assert report.startswith("## How each fidelity ranks 2,000 random architectures") and "| 98 | 1.00 | 1.00 | 100% |" in report
     for record in results["random"]:  # type: ignore[index]
         # Random search evaluates 98 epochs each time: one equivalent per evaluation.
         assert [cost for cost, _ in record.best_by_cost][0] == pytest.approx(1.0)
@@ -156,10 +165,20 @@ def test_multi_fidelity_bo_learns_every_level_from_the_curves_of_longer_runs(spa
 def test_the_benchmark_resumes_from_its_journal_of_finished_seeds(tmp_path: Path) -> None:
     from nas.benchmark import run_benchmark
 
-    first = run_benchmark(_compose("seeds=1", "budget=2", "include=[random]", "workers=1", f"output_dir={tmp_path}"))  # type: ignore[arg-type]
-    again = run_benchmark(_compose("seeds=2", "budget=2", "include=[random]", "workers=1", f"output_dir={tmp_path}"))  # type: ignore[arg-type]
+    first = run_benchmark(_compose("seeds=1", "budget=2", "include=[random]", "workers=1", f"output_dir={tmp_path}", "agreement_epochs=[]"))  # type: ignore[arg-type]
+    again = run_benchmark(_compose("seeds=2", "budget=2", "include=[random]", "workers=1", f"output_dir={tmp_path}", "agreement_epochs=[]"))  # type: ignore[arg-type]
     assert [r.seed for r in again["random"]] == [0, 1]  # type: ignore[index]
     assert again["random"][0] == first["random"][0]  # type: ignore[index]  # read back, not run again
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 2
-    other_budget = run_benchmark(_compose("seeds=1", "budget=3", "include=[random]", "workers=1", f"output_dir={tmp_path}"))  # type: ignore[arg-type]
+    other_budget = run_benchmark(_compose("seeds=1", "budget=3", "include=[random]", "workers=1", f"output_dir={tmp_path}", "agreement_epochs=[]"))  # type: ignore[arg-type]
     assert other_budget["random"][0].cost == pytest.approx(3.0)  # type: ignore[index]  # another budget is run anew
+
+
+def test_fidelity_agreement_settings_are_checked_before_any_run(tmp_path: Path) -> None:
+    from nas.benchmark import run_benchmark
+
+    with pytest.raises(NASError, match=r"^agreement_epochs must be whole numbers of epochs 1\.\.98, got 99\.$"):
+        run_benchmark(_compose("seeds=1", "budget=1", "include=[random]", "workers=1", f"output_dir={tmp_path}", "agreement_epochs=[4,99]"))  # type: ignore[arg-type]
+    with pytest.raises(NASError, match=r"^agreement_epochs needs an objective that predicts any architecture at any epoch"):
+        run_benchmark(_compose("seeds=1", "budget=1", "include=[random]", "workers=1", f"output_dir={tmp_path}", "objective=table", "searchspace=nb201", "agreement_epochs=[4]"))  # type: ignore[arg-type]
+    assert not (tmp_path / "records.jsonl").exists()
