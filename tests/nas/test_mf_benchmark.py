@@ -182,3 +182,16 @@ def test_fidelity_agreement_settings_are_checked_before_any_run(tmp_path: Path) 
     with pytest.raises(NASError, match=r"^agreement_epochs needs an objective that predicts any architecture at any epoch"):
         run_benchmark(_compose("seeds=1", "budget=1", "include=[random]", "workers=1", f"output_dir={tmp_path}", "objective=table", "searchspace=nb201", "agreement_epochs=[4]"))  # type: ignore[arg-type]
     assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_the_nb201_proxy_benchmark_charges_cheap_validation_runs_their_share(tmp_path: Path) -> None:
+    from nas.benchmark import run_benchmark
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="benchmark", overrides=["benchmark=nb201_proxy", "seeds=1", "budget=4", "include=[bo_multifidelity_schedule]", "workers=1", f"output_dir={tmp_path}"])
+    (record,) = run_benchmark(cfg)["bo_multifidelity_schedule"]  # type: ignore[index]
+    # The thesis' rule: one test-accuracy evaluation and five cheap validation-accuracy runs
+    # per iteration; a cheap run costs 12/200 of a full one.
+    cheap = record.evaluations - record.full_evaluations
+    assert cheap >= 5 * (record.full_evaluations - 1) and record.full_evaluations >= 3
+    assert record.cost == pytest.approx(record.full_evaluations + 0.06 * cheap)
