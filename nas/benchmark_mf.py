@@ -46,10 +46,10 @@ from nas.mf_peers import PEERS, CostEvent, run_peer
 from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
 from nas.search import run_search
 from nas.space import SearchSpace
+from nas.stats import spearman
 from nas.store import config_fingerprint
 from nas.spaces import build_space
 from nas.strategies import instantiate_strategy
-from nas.strategies.multifidelity import rank_correlation_lower_bound
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,8 @@ def fidelity_agreement(objective: SurrogateBenchmarkObjective, space: SearchSpac
         values = objective.accuracy(codes, int(epoch))
         rows.append({
             "epochs": int(epoch),
-            "spearman": rank_correlation_lower_bound(values, full, z_score=0.0),
-            f"spearman_top_{top_share:g}": rank_correlation_lower_bound(values[top], full[top], z_score=0.0),
+            "spearman": spearman(values.tolist(), full.tolist()),
+            f"spearman_top_{top_share:g}": spearman(values[top].tolist(), full[top].tolist()),
             "top_1pct_kept": len(best & set(torch.topk(values, len(best)).indices.tolist())) / len(best),
         })
     return rows

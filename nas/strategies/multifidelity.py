@@ -17,6 +17,7 @@ from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key, fidelity_metric_key
 from nas.objectives.base import Evaluation
 from nas.space import Encoding, SearchSpace
+from nas.stats import spearman_lower_bound
 from nas.strategies.base import Strategy, Trial
 from nas.strategies.bo import SurrogateFactory, SurrogateGuided
 from nas.surrogate.model import EnsembleSurrogate
@@ -29,33 +30,6 @@ PROMOTIONS = ("observed", "anywhere")
 #: How the fidelity of the cheap trials is chosen: always the schedule's ``lo`` (thesis), or
 #: ``measured``: the cheapest level whose ranking is shown to agree with the full one.
 SCREENINGS = ("schedule", "measured")
-
-
-def rank_correlation_lower_bound(x: torch.Tensor, y: torch.Tensor, z_score: float = 1.0) -> float:
-    """Spearman rank correlation of the ``n`` paired values ``x`` and ``y``, lowered by
-    ``z_score`` standard errors of its Fisher transform (``1.03 / sqrt(n - 3)``, Fieller et
-    al. 1957): a correlation this search can rely on. ``-1`` below 4 pairs.
-
-    Ties get the mean of their ranks.
-    """
-    n = x.shape[0]
-    if n < 4:
-        return -1.0
-
-    def ranks(v: torch.Tensor) -> torch.Tensor:
-        order = torch.argsort(torch.argsort(v)).double()
-        # Mean rank of each group of ties: average the ordinal ranks over equal values.
-        _, inverse = torch.unique(v, return_inverse=True)
-        sums = torch.zeros(int(inverse.max()) + 1, dtype=torch.float64).index_add_(0, inverse, order)
-        counts = torch.bincount(inverse).double()
-        return (sums / counts)[inverse]
-
-    rx, ry = ranks(x.double()), ranks(y.double())
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = float(rx.norm() * ry.norm())
-    rho = float(rx @ ry) / denominator if denominator > 0 else 0.0
-    z = math.atanh(max(min(rho, 1 - 1e-12), -1 + 1e-12)) - z_score * 1.03 / math.sqrt(n - 3)
-    return math.tanh(z)
 
 
 class MultiFidelityStrategy(Strategy):
@@ -191,7 +165,7 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
     for the architectures it trained fully, how each level ranks them against the full
     evaluation. The cheap trials of an iteration run at the cheapest level whose Spearman
     correlation with the full values is at least ``min_rank_correlation`` with confidence
-    (:func:`rank_correlation_lower_bound`); when no level is, the iteration runs its full
+    (:func:`nas.stats.spearman_lower_bound`); when no level is, the iteration runs its full
     evaluations only. The first ``initial_points`` trials are then random full evaluations,
     which give the first pairs. Where the cheap ranking does not predict the full one (the
     NAS-Bench-301 surrogate below 90 epochs), the search spends its budget like
@@ -299,15 +273,16 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         owed = self.schedule.trials_in_iteration(self.iteration)
         if self.screening == "schedule":
             return owed
-        missing = self.initial_points - self._full_successes() - len(self.pending_at[HIGH_FIDELITY])
+        missing = self._initial_full_missing()
         if missing > 0:
             # The initial design: random full evaluations, whose curves give the first pairs.
             self.screened_at.append(None)
             return {HIGH_FIDELITY: missing}
-        level = self.screening_level()
+        correlations = self.level_correlations()
+        level = next((f for f in self._trusted(correlations) if f != HIGH_FIDELITY), None)
         if not self._screening_announced or level != self.screened_at[-1]:
             self._screening_announced = True
-            bounds = ", ".join(f"{f} {b:+.2f}" for f, b in self.level_correlations().items())
+            bounds = ", ".join(f"{f} {b:+.2f}" for f, b in correlations.items())
             log.info(
                 "Cheap runs now %s: rank correlation with the better half of %d full evaluations (lower bounds: %s; needed %.2f).",
                 f"at {level}" if level else "skipped, full evaluations only", self._full_successes(), bounds, self.min_rank_correlation,
@@ -325,14 +300,8 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         bounds = {}
         for level in self.levels[:-1]:
             pairs = [(v, full[enc]) for enc, v in self.observations[level].items() if enc in full and not math.isnan(v)]
-            paired = torch.tensor(pairs, dtype=torch.float64).reshape(-1, 2)
-            bounds[level] = rank_correlation_lower_bound(paired[:, 0], paired[:, 1])
+            bounds[level] = spearman_lower_bound([c for c, _ in pairs], [v for _, v in pairs])
         return bounds
-
-    def screening_level(self) -> str | None:
-        """The cheapest level whose ranking agrees with the full evaluations (lower bound of
-        the rank correlation at least ``min_rank_correlation``), or ``None``."""
-        return next((level for level in self.trusted_levels() if level != HIGH_FIDELITY), None)
 
     def _fit(self) -> None:
         counts = {f: len(self.observations[f]) for f in self.trusted_levels()}
@@ -352,10 +321,11 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         under ``screening="schedule"``; under ``"measured"``, ``hi`` and the levels whose
         ranking agrees with the full evaluations, since a level that does not would only
         pull the trunk towards what does not matter for the full one."""
-        if self.screening == "schedule":
-            return self.levels
-        bounds = self.level_correlations()
-        return tuple(f for f in self.levels if f == HIGH_FIDELITY or bounds[f] >= self.min_rank_correlation)
+        return self.levels if self.screening == "schedule" else self._trusted(self.level_correlations())
+
+    def _trusted(self, correlations: dict[str, float]) -> tuple[str, ...]:
+        """``hi`` and the levels whose ``correlations`` (lower bounds) reach ``min_rank_correlation``."""
+        return tuple(f for f in self.levels if f == HIGH_FIDELITY or correlations[f] >= self.min_rank_correlation)
 
     def _choose_partial(self, k: int, fidelity: str = LOW_FIDELITY) -> list[Encoding]:
         if len(self.observations[fidelity]) < self.initial_points and self.screening == "schedule":
@@ -375,8 +345,12 @@ class MultiFidelityBO(SurrogateGuided, MultiFidelityStrategy):
         """Full evaluations that succeeded."""
         return sum(not math.isnan(v) for v in self.values)
 
+    def _initial_full_missing(self) -> int:
+        """Random full evaluations the measured screening's initial design still has to propose."""
+        return self.initial_points - self._full_successes() - len(self.pending_at[HIGH_FIDELITY])
+
     def _choose_full(self, k: int) -> list[Encoding]:
-        initial = self.screening == "measured" and self._full_successes() + len(self.pending_at[HIGH_FIDELITY]) < self.initial_points
+        initial = self.screening == "measured" and self._initial_full_missing() > 0
         if initial or (not self.observations[LOW_FIDELITY] and not self.observations[HIGH_FIDELITY]):
             return self.random_unseen(k)
         self._fit()

@@ -147,25 +147,6 @@ def test_bad_multi_fidelity_settings(nb201: NB201Space) -> None:
         strategy.observe([Trial((0,) * 6, "mid")], [Evaluation(1.0)])
 
 
-def test_rank_correlation_lower_bound_matches_spearman_and_widens_with_few_pairs() -> None:
-    from scipy.stats import spearmanr
-
-    from nas.strategies.multifidelity import rank_correlation_lower_bound
-
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(40, generator=generator)
-    y = x + 0.8 * torch.randn(40, generator=generator)
-    y[:6] = y[6]  # ties get their mean rank, as scipy's
-    rho = float(spearmanr(x.numpy(), y.numpy())[0])
-    assert rank_correlation_lower_bound(x, y, z_score=0.0) == pytest.approx(rho, abs=1e-9)
-    assert rank_correlation_lower_bound(x, y) == pytest.approx(math.tanh(math.atanh(rho) - 1.03 / math.sqrt(37)), abs=1e-9)
-    # The same perfect ranking is trusted more with more pairs; below 4 pairs, not at all.
-    line = torch.arange(12.0)
-    assert rank_correlation_lower_bound(line[:5], line[:5]) < rank_correlation_lower_bound(line, line)
-    assert rank_correlation_lower_bound(line[:3], line[:3]) == -1.0
-    assert rank_correlation_lower_bound(line, -line) < -0.9
-
-
 def _nb201_rows() -> list[dict[str, str]]:
     import csv
 
