@@ -28,7 +28,8 @@ attention_local=None, attention_kwargs={}, downsample="conv", block_kwargs={})``
 * A stage with ``depth == 0`` is skipped: no downsampling, the width carries over.
 
 :class:`BackboneSpec` adds the stem (``"conv"``: two stride-2 conv-BN-ReLU, ``"mobileone"``:
-a stride-2 :class:`~models.blocks.mobileone.MobileOneBlock`), its width, the final norm, an
+a stride-2 :class:`~models.blocks.mobileone.MobileOneBlock`; ``stem_stride`` makes either
+stride less for small images), its width, the final norm, an
 optional distillation head and the input channels. Invalid descriptions raise ``ValueError``
 at construction, naming the offending value and what is valid.
 """
@@ -56,10 +57,13 @@ StageBlockBuilder = Callable[..., nn.Module]
 
 STAGE_BLOCKS: dict[str, StageBlockBuilder] = {}
 DOWNSAMPLES: tuple[str, ...] = ("conv", "first_block", "none")
-STEMS: dict[str, Callable[[int, int], nn.Module]] = {
+STEMS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "conv": ConvStem,
-    "mobileone": lambda in_channels, out_channels: MobileOneBlock(in_channels, out_channels, 3, stride=2),
+    "mobileone": lambda in_channels, out_channels, stride: MobileOneBlock(in_channels, out_channels, 3, stride=stride),
 }
+"""``(in_channels, out_channels, stride) -> module``: each stem by name."""
+#: Each stem's published stride and the strides it can take.
+STEM_STRIDES: dict[str, tuple[int, tuple[int, ...]]] = {"conv": (4, (4, 2, 1)), "mobileone": (2, (2, 1))}
 
 
 def register_stage_block(name: str) -> Callable[[StageBlockBuilder], StageBlockBuilder]:
@@ -210,6 +214,7 @@ class BackboneSpec:
     final_norm: bool = True
     distillation_head: bool = False  # a second linear head averaged with the first (DeiT-style)
     in_channels: int = 3
+    stem_stride: int | None = None  # None: the stem's published stride (STEM_STRIDES)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -220,6 +225,9 @@ class BackboneSpec:
                 raise ValueError(f"Stage {index} must be a StageSpec, got {type(stage).__name__}.")
         if self.stem not in STEMS:
             raise ValueError(f"Unknown stem {self.stem!r}; valid stems are {', '.join(STEMS)}.")
+        strides = STEM_STRIDES[self.stem][1]
+        if self.stem_stride is not None and self.stem_stride not in strides:
+            raise ValueError(f"The {self.stem!r} stem takes a stem_stride of {', '.join(map(str, strides))}, got {self.stem_stride!r}.")
         if self.stem_width is not None and (not _is_int(self.stem_width) or self.stem_width < 1):
             raise ValueError(f"stem_width must be a positive integer, got {self.stem_width!r}.")
         if not _is_int(self.in_channels) or self.in_channels < 1:
@@ -236,6 +244,10 @@ class BackboneSpec:
                     "use downsample='conv' or 'first_block', or keep the width."
                 )
             width = stage.width
+
+    @property
+    def resolved_stem_stride(self) -> int:
+        return self.stem_stride if self.stem_stride is not None else STEM_STRIDES[self.stem][0]
 
     @property
     def resolved_stem_width(self) -> int:
@@ -316,7 +328,7 @@ class HybridBackbone(nn.Module):
             raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}.")
         self.num_classes = num_classes
         width = spec.resolved_stem_width
-        self.stem = STEMS[spec.stem](spec.in_channels, width)
+        self.stem = STEMS[spec.stem](spec.in_channels, width, spec.resolved_stem_stride)
         stages = []
         for stage_spec in spec.stages:
             stages.append(build_stage(stage_spec, width))

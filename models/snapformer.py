@@ -16,6 +16,7 @@ SwiftFormer with another attention
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from torch import nn
@@ -77,13 +78,15 @@ def scale_widths(widths: Sequence[int], coefficient: float) -> tuple[int, ...]:
 
 
 def swiftformer_with_attention(
-    attention: AttentionEncoding,
+    attention: AttentionEncoding | None,
     variant: str = "xs",
     width_coefficient: float = 1.0,
     num_classes: int = 1000,
     distillation_head: bool = True,
+    stem_stride: int | None = None,
 ) -> HybridBackbone:
-    """SwiftFormer ``variant`` (``"xs"`` or ``"s"``) whose attention blocks use ``attention``.
+    """SwiftFormer ``variant`` (``"xs"`` or ``"s"``) whose attention blocks use ``attention``
+    (``None``: SwiftFormer's own efficient additive attention).
 
     ``B x 3 x H x W -> B x num_classes``.
 
@@ -94,15 +97,16 @@ def swiftformer_with_attention(
             per design so that all networks have SwiftFormer-XS's latency).
         num_classes: classifier outputs.
         distillation_head: the second, averaged linear head of the published models.
+        stem_stride: the conv stem's stride (``None``: SwiftFormer's 4; 2 or 1 for small images).
     """
     config = _variant(SWIFTFORMER_VARIANTS, variant, "SwiftFormer")
     spec = swiftformer_spec(
         depths=config["depths"],
         widths=scale_widths(config["widths"], width_coefficient),
-        token_mixer=attention_mixer(attention),
+        token_mixer=attention_mixer(attention) if attention is not None else None,
         distillation_head=distillation_head,
     )
-    return HybridBackbone(spec, num_classes=num_classes)
+    return HybridBackbone(dataclasses.replace(spec, stem_stride=stem_stride), num_classes=num_classes)
 
 
 @register_model(timm_name="snapformer_xxs")

@@ -128,6 +128,11 @@ class FinalTrainingData(ImageClassificationDataModule):
         self.source = source
         self.include_val = include_val
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The source's augmentation of training batches (embedded datasets augment on the fly).
+        augment = getattr(self.source, "augment_batch", None)
+        return augment(batch) if augment is not None and self.trainer is not None and self.trainer.training else batch
+
     def load_splits(self) -> DataSplits:
         splits = self.source.splits
         train = _merged(splits.train, splits.val) if self.include_val else splits.train
@@ -283,6 +288,11 @@ def export_run(cfg: DictConfig) -> list[ExportedModel]:
     chosen = select_evaluations(state, cfg.select, int(cfg.top_k))
     space = rebuild_space(state)
     dataset_node = _training_node(state, "dataset")
+    # The final training's own data settings (all training images, augmentation), where the
+    # run's dataset has them: a search samples its training data down, a shipped network should not.
+    overrides = OmegaConf.to_container(cfg.dataset, resolve=True) if cfg.get("dataset") is not None else {}
+    final_data = {k: v for k, v in overrides.items() if k in dataset_node}  # type: ignore[union-attr]
+    dataset_node = {**dataset_node, **final_data}
     trainer_node = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else _training_node(state, "trainer")
     objective_node = _training_node(state, "objective")
     source: ImageClassificationDataModule = hydra.utils.instantiate(dataset_node)
@@ -295,7 +305,7 @@ def export_run(cfg: DictConfig) -> list[ExportedModel]:
     exported = []
     for rank, evaluation in enumerate(chosen, start=1):
         encoding = space.validate(evaluation.encoding)
-        key = _model_key(evaluation.architecture, int(cfg.epochs), int(cfg.seed), include_val)
+        key = _model_key(evaluation.architecture + (json.dumps(final_data, sort_keys=True) if final_data else ""), int(cfg.epochs), int(cfg.seed), include_val)
         log.info("final training of rank %d (%s): %d epochs", rank, evaluation.architecture, cfg.epochs)
         network = train_final(space, encoding, data, settings, optimizer, int(cfg.epochs), int(cfg.seed), output / CHECKPOINT_DIR / key, bool(cfg.resume))
         exported.append(write_export(cfg, state, space, evaluation, rank, encoding, network, data, split, include_val, output / f"rank{rank}"))

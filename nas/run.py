@@ -29,13 +29,14 @@ from nas.paths import resolve_path
 from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
 from nas.proxies import dataset_batch
 from nas.report import EvaluationRecord, median_value, search_gain_lines, surrogate_rank_correlation, write_report
-from nas.search import SearchHistory, run_search
+from nas.search import TWIN_OF, SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.status import read_run
 from nas.store import Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
+from nas.strategies.priors import PRIOR, PriorsFirst, parse_priors, prior_origin
 from nas.zero_cost import zero_cost_from_config, zero_cost_ready
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 SEARCH_KEYS = ("searchspace", "objective", "strategy", "ensemble", "fidelity", "dataset", "trainer", "seed")
 #: Keys of a search's goals: part of its identity when set.
 GOAL_KEYS = ("objectives", "constraints", "known", "cost_tables")
+#: Keys of a search's priors (architectures evaluated first): part of its identity when set.
+PRIOR_KEYS = ("initial", "initial_neighbours")
 
 
 def goals_of(cfg: DictConfig) -> Goals | None:
@@ -96,7 +99,7 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     identity = {key: container.get(key) for key in SEARCH_KEYS if key in container}
-    identity.update({key: container[key] for key in GOAL_KEYS if container.get(key) is not None})
+    identity.update({key: container[key] for key in GOAL_KEYS + PRIOR_KEYS if container.get(key)})
     if container.get("objectives") or container.get("constraints"):
         identity["cost_device"] = (container.get("measured_costs") or {}).get("device", "cpu")  # latency differs per device
     if not trains_candidates(cfg.objective):
@@ -176,7 +179,7 @@ def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history
     return (text, float(cached["value"])) if cached.get("status") == "ok" else None
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:  # noqa: C901 - the one place a search is put together
     """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports."""
     whole_number("seed", cfg.seed)
     positive_number("budget (in full evaluations)", cfg.budget)
@@ -190,6 +193,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("goals: %s", goals.describe())
     if cfg.get("reference"):
         space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
+    priors = parse_priors(space, cfg.get("initial"))
     pretraining = cfg.strategy.get("pretraining", "none") != "none"
     spent = announce_search(cfg, space, objective, output, pretraining)
     zero_cost = None
@@ -205,6 +209,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         known = KnownCosts(space, {n: objective.columns[n] for n in goals.known}) if goals.known else None
         strategy = instantiate_front_strategy(cfg.strategy, space, cfg.seed, goals, known, zero_cost)
+    # A trained network's twins (the same function, nas.space.SearchSpace.function_keys) are
+    # never trained again: the search reuses the result, and the strategy does not suggest them.
+    reuse_twins = trains_candidates(cfg.objective)
+    if reuse_twins:
+        strategy.skip_twins = True
+    if priors:
+        strategy = PriorsFirst(strategy, priors, whole_number("initial_neighbours", cfg.get("initial_neighbours", 0)))  # type: ignore[assignment]
     logger = hydra.utils.instantiate(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), output)
 
@@ -240,7 +251,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Store.verify(output / "store.sqlite", search_identity(cfg))
     with hydra.utils.instantiate(cfg.executor) as executor, Store(output / "store.sqlite", search_identity(cfg)) as store, bars_with_logging():
         try:
-            history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor)
+            history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor, reuse_twins=reuse_twins)
         finally:
             progress.close()
     if history.replayed:
@@ -258,6 +269,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "cost": history.cost,
         "median_value": median_value(records),
         "reference": {"architecture": reference[0], "value": reference[1]} if reference else None,
+        "twins_reused": sum(TWIN_OF in e.metrics for e in history.evaluations),
+        "winner_origin": prior_origin(strategy, best[0].encoding) if best else None,
     }
     front = front_of(records, goals) if goals is not None else None
     if goals is not None:
@@ -276,6 +289,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
         for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
             print(line)
+        if priors:
+            origin = summary["winner_origin"]
+            print(f"  the winner {'is ' + ('one of the priors' if origin == PRIOR else 'a neighbour of a prior') if origin else 'was found by the search, not given as a prior'} (initial={len(priors)} priors)")
+        if summary["twins_reused"]:
+            print(f"  {summary['twins_reused']} suggestions were twins of trained networks (the same function): their results were reused, not trained again")
     if goals is not None:
         print(f"Pareto front ({goals.describe()}): {len(front or [])} architectures" if front else f"No evaluation meets {goals.describe()}.")
         if front:

@@ -16,18 +16,27 @@ resumable: the store records the order of asks and tells, and resuming replays t
 that order (the strategy proposes the stored suggestions again and is told the stored
 results at the same points), which rebuilds its state exactly; evaluations left running
 by a crash are run again, and only then do new suggestions start.
+
+With ``reuse_twins`` (what a training search does), a trial whose network is a *twin* of
+one already evaluated at the same fidelity (equal :meth:`~nas.space.SearchSpace.function_keys`:
+the same function with the same parameters, e.g. NAS-Bench-201 cells that differ only on
+edges that never reach the output) is never trained: it gets that evaluation's result at
+no cost (``metrics["twin_of"]`` names the evaluation), as soon as it is known; a twin of
+one still running waits for it.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Hashable
 
 from nas.errors import NASError
 from nas.executors import Arrival, Executor, LocalExecutor, Pool
 from nas.objectives.base import Evaluation, Objective
 from nas.space import Encoding
+import torch
+
 from nas.store import Store, StoredAsk, StoredEvaluation
 from nas.strategies.base import HIGH_FIDELITY, Strategy, Trial
 
@@ -38,6 +47,9 @@ log = logging.getLogger(__name__)
 #: the budget is then likely one the strategy cannot learn to meet.
 FREE_EVALUATIONS_PER_BUDGET = 20
 FREE_EVALUATIONS_FLOOR = 50
+#: The metric that marks an evaluation copied from its twin's: the index, in the search's
+#: history, of the evaluation whose network it shares.
+TWIN_OF = "twin_of"
 
 
 @dataclass
@@ -69,11 +81,11 @@ class SearchHistory:
         return trace
 
     def best(self) -> tuple[Trial, Evaluation] | None:
-        """The best successful full evaluation."""
-        scored = [(e.value, i) for i, (t, e) in enumerate(zip(self.trials, self.evaluations)) if e.status == "ok" and t.fidelity == HIGH_FIDELITY]
+        """The best successful full evaluation (the earliest of equal ones)."""
+        scored = [(e.value, -i) for i, (t, e) in enumerate(zip(self.trials, self.evaluations)) if e.status == "ok" and t.fidelity == HIGH_FIDELITY]
         if not scored:
             return None
-        _, index = max(scored)
+        index = -max(scored)[1]  # the first of equals: a twin's copy never wins over the network trained
         return self.trials[index], self.evaluations[index]
 
 
@@ -85,6 +97,7 @@ def run_search(
     on_evaluation: Callable[[SearchHistory], None] | None = None,
     on_batch: Callable[[SearchHistory], None] | None = None,
     executor: Executor | None = None,
+    reuse_twins: bool = False,
 ) -> SearchHistory:
     """Run ``strategy`` against ``objective`` until ``budget`` equivalent full evaluations are spent.
 
@@ -100,11 +113,15 @@ def run_search(
             evaluation of an asynchronous search), e.g. for reporting or checkpoints.
         executor: runs the evaluations (in this process by default) and chooses the
             schedule (see the module doc).
+        reuse_twins: give a trial whose network is a twin of one evaluated (or running) at
+            the same fidelity that evaluation's result at no cost instead of running it (see
+            the module doc). For objectives whose value is a function of the network alone up
+            to training noise (training), not for tables that list twins with their own values.
     """
     if not budget > 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {budget}.")
     check_fidelities(strategy, objective)
-    search = _Search(strategy, objective, budget, store, on_evaluation, on_batch, executor or LocalExecutor())
+    search = _Search(strategy, objective, budget, store, on_evaluation, on_batch, executor or LocalExecutor(), reuse_twins)
     return search.run()
 
 
@@ -148,8 +165,13 @@ class _Search:
         on_evaluation: Callable[[SearchHistory], None] | None,
         on_batch: Callable[[SearchHistory], None] | None,
         executor: Executor,
+        reuse_twins: bool = False,
     ) -> None:
         self.strategy, self.objective, self.budget, self.store = strategy, objective, budget, store
+        self.reuse_twins = reuse_twins
+        self.evaluated_twins: dict[tuple[str, int], int] = {}  # (fidelity, function key) -> history index
+        self.running_twins: dict[tuple[str, int], int] = {}  # (fidelity, function key) -> pool key
+        self.parked: dict[tuple[str, int], list[_Slot]] = {}  # twins waiting for a running evaluation
         self.on_evaluation, self.on_batch, self.executor = on_evaluation, on_batch, executor
         self.asynchronous = executor.asynchronous
         self.history = SearchHistory()
@@ -178,8 +200,8 @@ class _Search:
         return self.history
 
     def _outstanding(self) -> int:
-        """Suggestions not finished yet (queued or running)."""
-        return len(self.queue) + len(self.running)
+        """Suggestions not finished yet (queued, running, or waiting for a running twin)."""
+        return len(self.queue) + len(self.running) + sum(map(len, self.parked.values()))
 
     def _capacity(self) -> int:
         """How many more trials the budget holds, counting each unfinished one as a full evaluation."""
@@ -222,14 +244,40 @@ class _Search:
             self.exhausted = not self.asynchronous or not self._outstanding()
             self.waiting_for_results = True
 
+    def _twin_key(self, trial: Trial) -> tuple[str, int] | None:
+        """What identifies ``trial``'s network at its fidelity (``None``: twins are not reused)."""
+        if not self.reuse_twins:
+            return None
+        codes = torch.tensor([trial.encoding], dtype=torch.long)
+        return trial.fidelity, int(self.strategy.space.function_keys(codes)[0])
+
     def _submit(self, pool: Pool) -> None:
-        while self.queue and pool.free > 0:
+        while self.queue:
+            twin = self._twin_key(self.queue[0].trial)
+            if twin is not None and twin in self.evaluated_twins:
+                self._arrive_as_twin(self.queue.pop(0), self.evaluated_twins[twin])
+                continue
+            if twin is not None and twin in self.running_twins:
+                self.parked.setdefault(twin, []).append(self.queue.pop(0))
+                continue
+            if pool.free < 1:
+                break
             slot = self.queue.pop(0)
             if slot.rerun and self.store is not None and slot.row is not None:
                 self.store.restart(slot.row)
             key = id(slot)
             self.running[key] = slot
+            if twin is not None:
+                self.running_twins[twin] = key
             pool.submit(key, slot.trial)
+
+    def _arrive_as_twin(self, slot: _Slot, source: int) -> None:
+        """Finish ``slot`` with the result of evaluation ``source`` of the history, its twin's."""
+        evaluation = self.history.evaluations[source]
+        log.info("%s is a twin of evaluation %d (the same network): its result is reused, nothing is trained",
+                 self.strategy.space.to_string(slot.trial.encoding), source)
+        copied = replace(evaluation, cost=0.0, metrics={**evaluation.metrics, TWIN_OF: float(source)})
+        self._arrive(Arrival(id(slot), copied, 0.0, 0), slot)
 
     def _retry(self, key: Hashable, reason: str) -> None:
         slot = self.running[key]  # type: ignore[index]
@@ -237,8 +285,8 @@ class _Search:
         if self.store is not None and slot.row is not None:
             self.store.restart(slot.row)
 
-    def _arrive(self, arrival: Arrival) -> None:
-        slot = self.running.pop(arrival.key)  # type: ignore[arg-type]
+    def _arrive(self, arrival: Arrival, twin_slot: _Slot | None = None) -> None:
+        slot = twin_slot if twin_slot is not None else self.running.pop(arrival.key)  # type: ignore[arg-type]
         slot.evaluation, slot.seconds = arrival.evaluation, arrival.seconds
         tell_now = self.asynchronous
         if self.store is not None and slot.row is not None:
@@ -252,6 +300,11 @@ class _Search:
             self._tell([slot])
         else:
             self._tell_batch_if_complete(slot.batch)
+        twin = self._twin_key(slot.trial)
+        if twin is not None and twin_slot is None:
+            self.running_twins.pop(twin, None)
+            for waiting in self.parked.pop(twin, []):
+                self._arrive_as_twin(waiting, self.evaluated_twins[twin])
 
     def _tell_batch_if_complete(self, batch: int) -> None:
         slots = self.batches[batch]
@@ -272,6 +325,9 @@ class _Search:
 
     def _extend_history(self, slot: _Slot) -> None:
         assert slot.evaluation is not None
+        twin = self._twin_key(slot.trial)
+        if twin is not None:
+            self.evaluated_twins.setdefault(twin, len(self.history.evaluations))
         self.history.trials.append(slot.trial)
         self.history.evaluations.append(slot.evaluation)
         self.history.seconds.append(slot.seconds)

@@ -29,7 +29,13 @@ Width coefficient (§8.2.1)
     parameters can be matched instead (deterministic). Coefficients are computed lazily,
     only for the designs that are built (``to_module``, hence zero-cost profiling and
     evaluations), and cached as JSON in ``cache_dir`` keyed by the design string and the
-    space signature (which, for latency, names the hardware).
+    space signature (which, for latency, names the hardware). Twins (below) share one
+    search, cached under the string of the first of them in code order.
+
+Twins
+    The encoding is not canonical: distinct designs can build the same network, up to a
+    renaming of its parameters (:func:`attention_function`). Of the 10,560 designs, 2,724
+    compute distinct functions; :meth:`AttentionSpace.function_keys` says why.
 """
 from __future__ import annotations
 
@@ -69,6 +75,7 @@ from nas.spaces.common import (
     KeyValueSpace,
     check_option,
     check_resolution,
+    check_stem_stride,
     default_cache_dir,
 )
 
@@ -174,6 +181,46 @@ def bisect_width(
     return WidthSearch(best[0], best[1], target, False, max_steps, (low, low_cost), (high, high_cost))
 
 
+def _first_appearance(labels: Sequence[int]) -> tuple[int, ...]:
+    """``labels`` renumbered 0, 1, ... in the order they first appear (``(2, 0, 2) -> (0, 1, 0)``)."""
+    numbers: dict[int, int] = {}
+    return tuple(numbers.setdefault(label, len(numbers)) for label in labels)
+
+
+def attention_function(design: AttentionEncoding) -> tuple[object, ...]:
+    """What the :class:`~models.attention_cell.AttentionCell` of ``design`` computes, up to a
+    renaming of its parameters: equal for designs whose cells (hence networks) compute the
+    same function once their weights are mapped onto each other.
+
+    The cell is ``proj_2(proj_1(b_1 * b_2) + P_comb)`` over distinct projections ``P_i``
+    (all ``Linear(C, C)``, so any renumbering of them maps one cell's weights onto
+    another's). Beyond :meth:`AttentionEncoding.structure`'s slot aliases (a reusing slot
+    *is* the slot it reuses), ``b_1 * b_2`` is an element-wise product with broadcasting,
+    which commutes exactly (also in floating point): when branch 2 is a 1-D branch too,
+    the two branches may swap, with their learnable vectors ``w`` (``d``-scores times
+    ``n``-scores is ``n``-scores times ``d``-scores, two ``n`` branches with their
+    operations exchanged are the same cell, ...). Each order is written with the
+    projections numbered in order of first use (branch 1's score and values, branch 2's,
+    then ``P_comb``, which is how :meth:`~AttentionEncoding.projection_slots` numbers
+    them), so that the numbers do not depend on which branch came first; the form is the
+    smaller of the two orders.
+
+    A ``b2_dim="nd"`` branch 2 is a raw projection, not a branch, so nothing swaps there.
+    """
+    slots = design.projection_slots()
+    comb = slots[design.comb_mat]
+    head = (design.b1_dim, design.b1_op)
+    if design.b2_dim == "nd":
+        return ("nd", *head, design.comb_type, _first_appearance((slots["M1"], slots["M2"], slots["M3"], comb)))
+    first = (head, (slots["M1"], slots["M2"]))
+    second = ((design.b2_dim, design.b2_op), (slots["M3"], slots["M4"]))
+    forms = [
+        ("1d", *a[0], *b[0], design.comb_type, _first_appearance((*a[1], *b[1], comb)))
+        for a, b in ((first, second), (second, first))
+    ]
+    return min(forms)  # type: ignore[type-var]  # same layout, so the tuples compare item by item
+
+
 def _hardware(device: str) -> str:
     """What latency measurements depend on besides the network: the processor and threads."""
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -199,6 +246,8 @@ class AttentionSpace(KeyValueSpace):
         cache_dir: where width coefficients are cached (default ``$NAS_CACHE_DIR`` or
             ``~/.cache/nas``).
         resolution: side of the square input images (also of the measurements).
+        stem_stride: the stem's stride (``None``: the published one); 1 or 2 keep more of a
+            small image, so that 28-32 px photographs do not reach the last stage at 1 x 1.
     """
 
     name = "attention"
@@ -218,6 +267,7 @@ class AttentionSpace(KeyValueSpace):
         distillation_head: bool = False,
         cache_dir: str | Path | None = None,
         resolution: int = 224,
+        stem_stride: int | None = None,
     ) -> None:
         check_option(self.name, "variant", variant, tuple(SWIFTFORMER_VARIANTS))
         check_option(self.name, "match measure", match, MATCH_MEASURES)
@@ -242,6 +292,7 @@ class AttentionSpace(KeyValueSpace):
         self.distillation_head = bool(distillation_head)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.resolution = check_resolution(self.name, resolution)
+        self.stem_stride = check_stem_stride(self.name, "conv", stem_stride)
         self._lowest = torch.tensor([low for low, _ in CODE_RANGES])
         self._searches: dict[str, WidthSearch] = {}
         self._target: float | None = None
@@ -271,6 +322,7 @@ class AttentionSpace(KeyValueSpace):
             "measure_num_classes": self.measure_num_classes,
             "distillation_head": self.distillation_head,
             "resolution": self.resolution,
+            **({"stem_stride": self.stem_stride} if self.stem_stride is not None else {}),
         }
         if self.match == "latency":
             signature.update(warmup=self.warmup, repetitions=self.repetitions, device=self.device, hardware=self.hardware)
@@ -319,12 +371,64 @@ class AttentionSpace(KeyValueSpace):
         linear = torch.tensor(_LINEAR_LAYERS)[codes[:, 8]].unsqueeze(1) / 2
         return torch.cat([self.one_hot(codes), projections, linear], dim=1)
 
+    # ------------------------------------------------------------------ twins
+    @cached_property
+    def _function_ids(self) -> torch.Tensor:
+        """``N`` ids over :attr:`all_codes` of :func:`attention_function`, numbered in code order."""
+        ids: dict[tuple[object, ...], int] = {}
+        return torch.tensor(
+            [ids.setdefault(attention_function(self._decode(tuple(row))), len(ids)) for row in self.all_codes.tolist()],
+            dtype=torch.long,
+        )
+
+    @cached_property
+    def _representatives(self) -> torch.Tensor:
+        """Row in :attr:`all_codes` of the first member (in code order) of each twin class."""
+        ids = self._function_ids
+        rows = torch.arange(ids.shape[0])
+        return torch.full((int(ids.max()) + 1,), ids.shape[0]).scatter_reduce(0, ids, rows, "amin")
+
+    def function_keys(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` keys of :func:`attention_function` of ``n x 10`` member codes.
+
+        Twins, designs whose networks compute the same function once their weights are
+        mapped onto each other (the attention cell's projections renumbered, its two branch
+        vectors exchanged), are:
+
+        * slot aliases: with ``b1_mat2=M1`` slot ``M2`` is ``M1``, so reading ``M2``
+          anywhere (``b2_mat12``, ``b2_mat3``, ``b2_mat4``, ``comb_mat``) is reading ``M1``;
+          likewise ``comb_mat=M3`` or ``M4`` when that slot reuses ``M1`` or ``M2``. These
+          leave the 4,752 cells of :data:`models.attention_cell.FUNCTIONALLY_DISTINCT_DESIGNS`;
+        * swapped branches: ``b_1 * b_2`` commutes, so with two 1-D branches, branch 1
+          ``(b1_dim, b1_op)`` over slots ``(M1, M2)`` and branch 2 over ``(M3, M4)`` build the
+          same cell as the design with the two branches exchanged (its projections
+          renumbered), which the encoding can express unless branch 1 scores and pools one
+          projection (``b1_mat2=M1``) that branch 2 does not use (the exchanged design would
+          need ``b2_mat4`` to reuse ``M3``): e.g. ``b1_dim=d b1_op=softmax b1_mat2=new b2_dim=n
+          b2_op=gelu b2_mat3=M1 b2_mat4=new comb_mat=M2`` is ``b1_dim=n b1_op=gelu
+          b1_mat2=new b2_dim=d b2_op=softmax b2_mat3=M1 b2_mat4=new comb_mat=M4``. These
+          leave 2,724 functions.
+
+        Twins also share their width coefficient (:meth:`width_search` measures one of them
+        for all), so their networks are the same width. 2,724 of the 10,560 designs compute
+        distinct functions (the ids are computed once, in under a second, and cached).
+        """
+        index = self.index_of(codes)
+        if bool((index < 0).any()):
+            raise NASError("function_keys takes members of the attention space only; some codes are not designs of it.")
+        return self._function_ids[index]
+
+    def representative(self, encoding: Encoding) -> Encoding:
+        """The first twin of ``encoding`` in code order (itself when it has none or is the first)."""
+        index = self.index_of(torch.tensor([self.validate(encoding)]))
+        return tuple(self.all_codes[self._representatives[self._function_ids[index]]][0].tolist())
+
     # ------------------------------------------------------------------ width coefficients
     def _network(self, design: AttentionEncoding | None, coefficient: float, num_classes: int) -> nn.Module:
-        if design is None:  # the reference: the real SwiftFormer
+        if design is None and self.stem_stride is None:  # the reference: the real SwiftFormer
             return create_model(f"swiftformer_{self.variant}", num_classes=num_classes, distillation_head=self.distillation_head)
         return swiftformer_with_attention(
-            design, self.variant, coefficient, num_classes=num_classes, distillation_head=self.distillation_head
+            design, self.variant, coefficient, num_classes=num_classes, distillation_head=self.distillation_head, stem_stride=self.stem_stride
         )
 
     @torch.no_grad()
@@ -380,8 +484,13 @@ class AttentionSpace(KeyValueSpace):
         return self._target
 
     def width_search(self, encoding: Encoding) -> WidthSearch:
-        """The width-coefficient search of one design (cached in memory and on disk)."""
-        enc = self.validate(encoding)
+        """The width-coefficient search of one design (cached in memory and on disk).
+
+        Twins share the search of their :meth:`representative`: they build the same network,
+        and measuring each (latency is noisy) could give them different widths, hence
+        different networks.
+        """
+        enc = self.representative(encoding)
         key = self.to_string(enc)
         if key in self._searches:
             return self._searches[key]

@@ -33,6 +33,19 @@ def check_resolution(space: str, resolution: object) -> int:
     return resolution
 
 
+def check_stem_stride(space: str, stem: str, stride: object) -> int | None:
+    """``stride`` (``None``: the stem's published one) if the space's ``stem`` takes it, or a
+    :class:`NASError` naming the space and the strides that are valid."""
+    from models.backbone import STEM_STRIDES
+
+    valid = STEM_STRIDES[stem][1]
+    if stride is None:
+        return None
+    if isinstance(stride, bool) or stride not in valid:
+        raise NASError(f"Search space {space!r} takes a stem_stride of {', '.join(map(str, valid))} (or null for {STEM_STRIDES[stem][0]}), got {stride!r}.")
+    return int(stride)  # type: ignore[arg-type]
+
+
 def check_widths(space: str, widths: object, stages: int = 4) -> tuple[int, ...]:
     """``widths`` as a tuple of ``stages`` positive ints, or a :class:`NASError` naming ``space``."""
     values = tuple(widths) if isinstance(widths, Sequence) and not isinstance(widths, str) else ()

@@ -56,7 +56,7 @@ from torch import nn
 from models.backbone import BackboneSpec, HybridBackbone, StageSpec, build_block
 from nas.errors import NASError
 from nas.space import Encoding
-from nas.spaces.common import KeyValueSpace, check_resolution
+from nas.spaces.common import KeyValueSpace, check_resolution, check_stem_stride
 
 MINIBLOCKS: tuple[str, ...] = ("mbconv_se", "mbconv", "attention", "mlp", "zero")
 _BACKBONE_BLOCKS = {"mbconv_se": "mbconv_se", "mbconv": "mbconv", "attention": "self_attention", "mlp": "mlp"}
@@ -120,6 +120,12 @@ class MiniblockCell(nn.Module):
 class MoatHybridSpace(KeyValueSpace):
     """§7.2: one of 9 cell types for each of the 4 stages.
 
+    The space has no twins (so :meth:`function_keys` keeps the default, every member its
+    own key): the nine cell types build cells of different parameter shapes (``zero`` only
+    ends the two lone-MBConv cells) except the sequential and parallel MOAT cells, which
+    compute different functions of the same residual miniblocks ``g`` (``g_b(g_a(x))``
+    against ``g_a(x) + g_b(x) - x``).
+
     Args:
         widths: channels per stage (tiny-MOAT-0: 32/64/128/256).
         depths: cells per stage (tiny-MOAT-0: 2/3/7/2).
@@ -128,6 +134,8 @@ class MoatHybridSpace(KeyValueSpace):
         se_reduction: MBConv SE bottleneck is ``input width / se_reduction``.
         mlp_ratio: MLP hidden width as a multiple of the width.
         resolution: side of the square input images.
+        stem_stride: the stem's stride (``None``: the published one); 1 or 2 keep more of a
+            small image, so that 28-32 px photographs do not reach the last stage at 1 x 1.
     """
 
     name = "moat_hybrid"
@@ -141,6 +149,7 @@ class MoatHybridSpace(KeyValueSpace):
         se_reduction: int = 4,
         mlp_ratio: float = 4.0,
         resolution: int = 224,
+        stem_stride: int | None = None,
     ) -> None:
         self.widths, self.depths = tuple(widths), tuple(depths)
         if len(self.widths) != 4 or len(self.depths) != 4:
@@ -155,6 +164,7 @@ class MoatHybridSpace(KeyValueSpace):
             raise NASError(f"Search space 'moat_hybrid' needs at least one cell per stage, got depths {self.depths}.")
         self.head_dim, self.expansion, self.se_reduction, self.mlp_ratio = head_dim, expansion, se_reduction, mlp_ratio
         self.resolution = check_resolution(self.name, resolution)
+        self.stem_stride = check_stem_stride(self.name, "conv", stem_stride)
         # Per cell type: [has MBConv, has SE, has attention, has MLP, parallel].
         self._components = torch.tensor(
             [
@@ -188,6 +198,7 @@ class MoatHybridSpace(KeyValueSpace):
             "se_reduction": self.se_reduction,
             "mlp_ratio": self.mlp_ratio,
             "resolution": self.resolution,
+            **({"stem_stride": self.stem_stride} if self.stem_stride is not None else {}),
         }
 
     def _options(self, width: int) -> dict[str, dict[str, Any]]:
@@ -209,7 +220,7 @@ class MoatHybridSpace(KeyValueSpace):
             )
             for index, (width, depth, code) in enumerate(zip(self.widths, self.depths, encoding))
         ]
-        return BackboneSpec(stages=stages, stem="conv", final_norm=True)
+        return BackboneSpec(stages=stages, stem="conv", final_norm=True, stem_stride=self.stem_stride)
 
     def to_module(self, encoding: Encoding, num_classes: int = 10) -> nn.Module:
         """The network ``B x 3 x H x W -> B x num_classes``."""

@@ -39,6 +39,11 @@ Size: 55,846 architectures (the thesis reports 55,870)
     stages removed (``zero_depth="skip"``) 74,894; both 71,336; SE as ``se`` says in
     depth-0 units 58,704.
 
+Twins
+    Distinct encodings can build the same network (a depth-0 stage built like a gated
+    depth-1 one, an ``se`` with nothing to gate, ...): 44,642 of the 55,846 members are
+    distinct networks; :meth:`MobileOneSpace.function_keys` says which and why.
+
 Alternatives (constructor options)
     ``zero_depth="skip"`` removes depth-0 stages (the width carries over, the head follows
     the last built stage); ``se_placement="all"`` gates every unit of every stage. MobileOne-S0
@@ -51,6 +56,7 @@ tuples are enumerated separately and their parameter counts combined by broadcas
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -60,7 +66,7 @@ from models.backbone import BackboneSpec, HybridBackbone, StageSpec
 from models.zoo import MOBILEONE_BASE_WIDTHS
 from nas.errors import NASError
 from nas.space import Encoding
-from nas.spaces.common import KeyValueSpace, check_option, check_resolution
+from nas.spaces.common import KeyValueSpace, check_option, check_resolution, check_stem_stride
 
 DEPTHS: tuple[int, ...] = (0, 1, 2, 5, 8, 10)
 MULTIPLIERS: tuple[float, ...] = tuple(0.25 * i for i in range(1, 17))
@@ -95,6 +101,8 @@ class MobileOneSpace(KeyValueSpace):
             implementation builds it) or ``skip`` (the stage is removed).
         se_placement: ``mobileone`` (last half of stage 3, all of stage 4) or ``all``.
         resolution: side of the square input images.
+        stem_stride: the stem's stride (``None``: the published one); 1 or 2 keep more of a
+            small image, so that 28-32 px photographs do not reach the last stage at 1 x 1.
     """
 
     name = "mobileone"
@@ -109,6 +117,7 @@ class MobileOneSpace(KeyValueSpace):
         zero_depth: str = "reference",
         se_placement: str = "mobileone",
         resolution: int = 224,
+        stem_stride: int | None = None,
     ) -> None:
         check_option(self.name, "zero_depth mode", zero_depth, ZERO_DEPTH_MODES)
         check_option(self.name, "se_placement", se_placement, SE_PLACEMENTS)
@@ -137,6 +146,7 @@ class MobileOneSpace(KeyValueSpace):
         self.zero_depth = zero_depth
         self.se_placement = se_placement
         self.resolution = check_resolution(self.name, resolution)
+        self.stem_stride = check_stem_stride(self.name, "mobileone", stem_stride)
         self._depth_values = torch.tensor(DEPTHS)
         self._base = torch.tensor(MOBILEONE_BASE_WIDTHS)
         _ = self.all_codes  # an impossible constraint set fails here, with the bounds named
@@ -291,8 +301,74 @@ class MobileOneSpace(KeyValueSpace):
                 downsample = "none" if plain else "first_block"
                 stages.append(StageSpec(width, se_units, block="mobileone_se", downsample=downsample, block_kwargs=kwargs))
         return BackboneSpec(
-            stages=stages, stem="mobileone", stem_width=min(STEM_MAX_WIDTH, int(widths[0, 0])), final_norm=False
+            stages=stages, stem="mobileone", stem_width=min(STEM_MAX_WIDTH, int(widths[0, 0])), final_norm=False, stem_stride=self.stem_stride
         )
+
+    def _stage_parts(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x 8 x 4`` (block, width, units, downsample) of the :class:`StageSpec` s that
+        :meth:`backbone_spec` appends for ``n x 10`` codes, in its order, the empty ones last
+        and zeroed: block 0 is ``mobileone``, 1 ``mobileone_se``; downsample 1 is
+        ``first_block``, 0 ``none``."""
+        depths, widths, se = self._decode(codes)
+        parts: list[torch.Tensor] = []
+        for stage in range(4):
+            units, se_units = self._units(stage, depths[:, stage], se)
+            plain = units - se_units
+            width = widths[:, stage]
+            ones = torch.ones_like(width)
+            parts.append(torch.stack([torch.zeros_like(width), width, plain, ones], dim=1))
+            # The gated units continue the plain ones' stage, or open it when there are none.
+            parts.append(torch.stack([ones, width, se_units, (plain == 0).long()], dim=1))
+        stacked = torch.stack(parts, dim=1)
+        # backbone_spec appends only non-empty parts, so the Sequential index of a part (its
+        # parameters' names) is its rank among the non-empty ones: compact them stably.
+        empty = stacked[..., 2] == 0
+        order = torch.sort(empty.long(), dim=1, stable=True).indices
+        compact = torch.gather(stacked, 1, order[..., None].expand_as(stacked))
+        return torch.where(torch.gather(empty, 1, order)[..., None], 0, compact)
+
+    @cached_property
+    def _function_ids(self) -> torch.Tensor:
+        """``N`` ids over :attr:`all_codes`, equal exactly when the members build the same network."""
+        codes = self.all_codes
+        stem = self._decode(codes)[1][:, :1].clamp(max=STEM_MAX_WIDTH)
+        # Everything backbone_spec passes to HybridBackbone: stem width, branch count, stages.
+        rows = torch.cat([stem, codes[:, _BRANCH_COLUMN : _BRANCH_COLUMN + 1], self._stage_parts(codes).flatten(1)], dim=1)
+        return torch.unique(rows, dim=0, return_inverse=True)[1]
+
+    def function_keys(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` keys of ``n x 10`` member codes, equal exactly when :meth:`to_module` builds the
+        same network (same :class:`BackboneSpec`: same modules, parameter names and shapes).
+
+        Twins (distinct members building the same network) come from the ways a stage is built:
+
+        * ``zero_depth="reference"``: a depth-0 stage is one SE unit, which is also what a
+          depth-1 stage is when ``se`` gates all its units: with ``se_placement="mobileone"``
+          ``depth_4=0`` and ``depth_4=1, se=yes`` are twins (stage 3 gates only its last
+          ``depth_3 // 2`` units, so no depth-1 stage 3 is gated); with ``"all"`` any stage's
+          ``depth_s=0`` and ``depth_s=1, se=yes``. And ``se`` changes nothing when no unit
+          it could gate is built (``mobileone``: ``depth_4=0`` and ``depth_3`` 0 or 1),
+          making ``se=no`` and ``se=yes`` twins there. The total depth differs between such
+          twins, but it only constrains the encoding, not the network;
+        * ``zero_depth="skip"``: a depth-0 stage is removed, so its width multiplier is
+          irrelevant (the first one still sizes the stem, ``min(64, 64 * width_1)``);
+          ``se`` is irrelevant when no gated stage is built; and the same sequence of
+          built stages can come from different stage indices (``128 * 2 = 256 * 1``
+          channels from stage 2 or stage 3, e.g. ``depth_2=8, depth_3=0`` with
+          ``width_2=2`` and ``depth_2=0, depth_3=8`` with ``width_3=1``) when the SE
+          placement agrees.
+
+        ``branches`` never makes twins: one and four branches fuse into the same inference
+        network, but train with different parameters (and shapes). Distinct functions /
+        members: 44,642 / 55,846 (``reference``, ``mobileone``, the defaults), 42,588 /
+        53,608 (``reference``, ``all``), 34,540 / 74,894 (``skip``, ``mobileone``) and
+        33,204 / 71,336 (``skip``, ``all``). The keys are the classes of the
+        :class:`StageSpec` list, computed for the whole space at once and cached.
+        """
+        index = self.index_of(codes)
+        if bool((index < 0).any()):
+            raise NASError("function_keys takes members of the mobileone space only; some codes are not members.")
+        return self._function_ids[index]
 
     def to_module(self, encoding: Encoding, num_classes: int = 10) -> nn.Module:
         """The train-time MobileOne network ``B x 3 x H x W -> B x num_classes``."""

@@ -49,7 +49,7 @@ from models.snapformer import SWIFTFORMER_VARIANTS
 from models.zoo import swiftformer_spec
 from nas.errors import NASError
 from nas.space import Encoding
-from nas.spaces.common import KeyValueSpace, check_option, check_resolution, check_widths
+from nas.spaces.common import KeyValueSpace, check_option, check_resolution, check_stem_stride, check_widths
 
 CONV_TYPES: tuple[str, ...] = ("conv-enc", "mo", "mo-se")
 ATTENTION_CHOICES: tuple[str, ...] = ("none", "last-1", "last-2", "all")
@@ -76,12 +76,19 @@ def se_reduction(width: int) -> int:
 class SwiftFormerHybridSpace(KeyValueSpace):
     """Table 7.4: conv block type and attention blocks of each SwiftFormer stage.
 
+    The space has no twins (so :meth:`function_keys` keeps the default, every member its
+    own key): every stage has at least three blocks, so its 12 (conv type, attention)
+    choices build 12 stages with different parameter shapes, and no two encodings can
+    share weights.
+
     Args:
         variant: SwiftFormer skeleton, ``xs`` (the thesis) or ``s``.
         num_conv_branches: over-parameterisation branches of the MobileOne blocks (the
             thesis searched with 4 and with 1).
         distillation_head: add SwiftFormer's second, averaged classifier.
         resolution: side of the square input images.
+        stem_stride: the stem's stride (``None``: the published one); 1 or 2 keep more of a
+            small image, so that 28-32 px photographs do not reach the last stage at 1 x 1.
         widths: channels of the four stages (``None``: the variant's, e.g. 48/56/112/220
             for XS); narrower stages make a CPU-sized version of the same space.
     """
@@ -95,6 +102,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
         distillation_head: bool = False,
         resolution: int = 224,
         widths: Sequence[int] | None = None,
+        stem_stride: int | None = None,
     ) -> None:
         check_option(self.name, "variant", variant, tuple(SWIFTFORMER_VARIANTS))
         if isinstance(num_conv_branches, bool) or not isinstance(num_conv_branches, int) or num_conv_branches < 1:
@@ -105,6 +113,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
         self.num_conv_branches = num_conv_branches
         self.distillation_head = bool(distillation_head)
         self.resolution = check_resolution(self.name, resolution)
+        self.stem_stride = check_stem_stride(self.name, "conv", stem_stride)
         # Attention blocks of each choice (rows) in each stage (columns).
         self._attention_blocks = torch.tensor([[0] * 4, [1] * 4, [2] * 4, list(self.depths)])
 
@@ -124,6 +133,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
             "num_conv_branches": self.num_conv_branches,
             "distillation_head": self.distillation_head,
             "resolution": self.resolution,
+            **({"stem_stride": self.stem_stride} if self.stem_stride is not None else {}),
         }
 
     def attention_blocks(self, codes: torch.Tensor) -> torch.Tensor:
@@ -142,7 +152,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
             if conv_type != "conv-enc":
                 kwargs = {"num_conv_branches": self.num_conv_branches, "se_reduction": se_reduction(stage.width)}
             stages.append(dataclasses.replace(stage, block=block, attention_local=local, block_kwargs=kwargs))
-        return dataclasses.replace(base, stages=stages)
+        return dataclasses.replace(base, stages=stages, stem_stride=self.stem_stride)
 
     def to_module(self, encoding: Encoding, num_classes: int = 10) -> nn.Module:
         """The train-time network ``B x 3 x H x W -> B x num_classes``."""

@@ -38,6 +38,11 @@ class Strategy(ABC):
 
     #: How many suggestions one ``ask`` returns when the caller does not say.
     default_batch_size: int = 1
+    #: Whether *twins* of seen or pending members (equal :meth:`~nas.space.SearchSpace.function_keys`:
+    #: the same network) count as taken too. A search that reuses a twin's result instead of
+    #: training it (``nas.run`` with a training objective) sets it, so that no suggestion is
+    #: spent on a network already trained.
+    skip_twins: bool = False
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space
@@ -97,15 +102,28 @@ class Strategy(ABC):
         floor = values[ok].min() if bool(ok.any()) else torch.tensor(0.0, dtype=torch.float64)
         return torch.where(ok, values, floor)
 
+    def identity_keys(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n`` keys of ``n x d`` codes under which two members count as the same suggestion:
+        their function keys with :attr:`skip_twins`, else their encodings' keys."""
+        return self.space.function_keys(codes) if self.skip_twins else self.space.keys(codes)
+
     def random_unseen(self, n: int) -> list[Encoding]:
-        """``n`` distinct uniformly drawn members that were neither seen nor are pending."""
+        """``n`` distinct uniformly drawn members that were neither seen nor are pending
+        (with :attr:`skip_twins`: nor twins of those, nor of each other)."""
         out: list[Encoding] = []
         taken = self.seen | self.pending
+        twins: set[int] | None = None
+        if self.skip_twins:
+            twins = set(self.identity_keys(torch.tensor(sorted(taken), dtype=torch.long)).tolist()) if taken else set()
         for _ in range(100):
-            for row in self.space.sample(max(2 * n, 16), self.generator).tolist():
+            draw = self.space.sample(max(2 * n, 16), self.generator)
+            keys = self.identity_keys(draw).tolist() if twins is not None else [None] * draw.shape[0]
+            for row, key in zip(draw.tolist(), keys):
                 enc = tuple(row)
-                if enc not in taken:
+                if enc not in taken and (twins is None or key not in twins):
                     taken.add(enc)
+                    if twins is not None:
+                        twins.add(key)
                     out.append(enc)
                     if len(out) == n:
                         return out

@@ -107,13 +107,15 @@ class SurrogateGuided:
             # its predicted mean, so the incumbent is at least the best of those beliefs.
             pending = torch.tensor(sorted(running), dtype=torch.long)
             incumbent = max(incumbent, float(self.surrogate.predict(pending, fidelity).double().mean(0).max()))
-        picks = select_batch(samples, incumbent, n, excluded, acquisition or self.acquisition, self.generator)
+        groups = self.space.function_keys(codes) if self.skip_twins else None  # no two twins in one batch
+        picks = select_batch(samples, incumbent, n, excluded, acquisition or self.acquisition, self.generator, groups)
         return [tuple(row) for row in codes[picks].tolist()]
 
     def _taken_mask(self, codes: torch.Tensor, taken: set[Encoding]) -> torch.Tensor:
-        """``c`` mask of the ``c x d`` candidate ``codes`` that are in ``taken``."""
-        keys = self.space.keys(codes)
-        taken_keys = self.space.keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
+        """``c`` mask of the ``c x d`` candidate ``codes`` that are in ``taken`` (with
+        ``skip_twins``: or twins of a member of ``taken``)."""
+        keys = self.identity_keys(codes)
+        taken_keys = self.identity_keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
         return torch.isin(keys, taken_keys)
 
     def _pending_at(self, fidelity: str) -> set[Encoding]:
@@ -136,8 +138,7 @@ class SurrogateGuided:
             return self.random_unseen(n)
         taken = self.seen | self.pending
         pool = self.space.all_codes if self.space.enumerable else self.space.sample(self.pool_size, self.generator)
-        keys = self.space.keys(pool)
-        free = ~torch.isin(keys, self.space.keys(torch.tensor(sorted(taken), dtype=torch.long))) if taken else torch.ones(pool.shape[0], dtype=torch.bool)
+        free = ~self._taken_mask(pool, taken)
         pool = pool[free]
         if pool.shape[0] == 0:
             return []

@@ -99,7 +99,14 @@ class OptunaStrategy(Strategy):
         with user ``attributes`` (e.g. constraint values) set first."""
         self._known[encoding] = value
         self._attributes[encoding] = dict(attributes or {})
-        for trial in self._trials.pop(encoding, []):
+        trials = self._trials.pop(encoding, [])
+        if not trials:
+            # Chosen outside the study (a prior, see nas.strategies.priors): the study learns it
+            # as a trial of its own, as Optuna's enqueue_trial intends.
+            self.study.enqueue_trial({name: v for name, v in zip(self.space.variable_names, encoding)})
+            trial, proposed = self._propose()
+            trials = [trial] if proposed == encoding else []
+        for trial in trials:
             for key, item in (attributes or {}).items():
                 trial.set_user_attr(key, item)
             self.study.tell(trial, value)

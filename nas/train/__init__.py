@@ -17,6 +17,7 @@ from nas.train.callbacks import (
 from nas.train.data import (
     DatasetError,
     DigitsDataModule,
+    FashionMNISTDataModule,
     HuggingFaceDataModule,
     ImageClassificationDataModule,
     ImageFolderDataModule,
@@ -38,6 +39,7 @@ __all__ = [
     "ClassificationModule",
     "DatasetError",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "EpochMetrics",
     "EpochSink",
     "EvaluationReporter",

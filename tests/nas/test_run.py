@@ -30,6 +30,9 @@ CONFIGS = str(ROOT / "configs")
 # A real search that trains each candidate for one epoch on the 8x8 digits in about a second.
 TINY_TRAINING = [
     "searchspace=nb201_small",
+    "dataset=digits",
+    "objective.optimizer.lr=1e-2",  # one epoch of a few steps: the demo's warm-up would eat it
+    "objective.optimizer.warmup_epochs=0",
     "searchspace.channels=4",
     "searchspace.resolution=8",
     "objective=training",

@@ -2,6 +2,7 @@
 the width coefficient found by bisection (deterministic costs, then measured latency)."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -144,3 +145,71 @@ def test_measured_latency_bisection_smoke(tmp_path: Path) -> None:
     assert stored["signature"]["hardware"] and stored["target"] == search.target
     assert WidthSearch.from_json(stored["designs"][space.to_string(encoding)]) == search
     assert space.to_module(encoding).eval()(space.sample_input(1)).shape == (1, 10)
+
+
+# Branch 1 scores d-wise from M1 and pools new values M2; branch 2 scores n-wise from M1 too
+# and sums new values M4. The product commutes, so swapping the branches (and which new
+# projection comes first) gives SWAPPED, the same cell; SWAPPED_OPS only exchanges the operations.
+BRANCHES = "b1_dim=d b2_dim=n b1_op=softmax b1_mat2=new b2_mat12=inactive b2_op=gelu b2_mat3=M1 b2_mat4=new comb_type=linear-id comb_mat=M2"
+SWAPPED = "b1_dim=n b2_dim=d b1_op=gelu b1_mat2=new b2_mat12=inactive b2_op=softmax b2_mat3=M1 b2_mat4=new comb_type=linear-id comb_mat=M4"
+SWAPPED_OPS = BRANCHES.replace("b1_op=softmax", "b1_op=gelu").replace("b2_op=gelu", "b2_op=softmax")
+
+
+def _renamed(state: dict[str, torch.Tensor], order: tuple[int, ...], swap: bool) -> dict[str, torch.Tensor]:
+    """``state`` with every attention cell's projection ``i`` renamed ``order[i]`` and, with
+    ``swap``, its two branches' names exchanged."""
+    renamed = {}
+    for name, value in state.items():
+        parts = name.split(".")
+        if "projections" in parts:
+            at = parts.index("projections") + 1
+            parts[at] = str(order[int(parts[at])])
+        elif swap and ("branch1" in parts or "branch2" in parts):
+            at = parts.index("branch1") if "branch1" in parts else parts.index("branch2")
+            parts[at] = "branch2" if parts[at] == "branch1" else "branch1"
+        renamed[".".join(parts)] = value
+    return renamed
+
+
+def _same_function(space: AttentionSpace, first: str, second: str) -> bool:
+    """Whether some renaming of the first network's weights (projections renumbered, branches
+    exchanged) makes the second network compute the same outputs."""
+    torch.manual_seed(0)
+    a = space.to_module(space.parse(first)).eval()
+    b = space.to_module(space.parse(second)).eval()
+    state = a.state_dict()
+    projections = max(int(n.split(".")[n.split(".").index("projections") + 1]) for n in state if ".projections." in n) + 1
+    x = space.sample_input(1)
+    with torch.no_grad():
+        expected = a(x)
+        for order in itertools.permutations(range(projections)):
+            for swap in (False, True):
+                try:
+                    b.load_state_dict(_renamed(state, order, swap))
+                except RuntimeError:  # the names or shapes do not fit
+                    continue
+                if torch.equal(b(x), expected):
+                    return True
+    return False
+
+
+def test_twins_compute_the_same_function_and_share_their_width(tmp_path: Path) -> None:
+    space = AttentionSpace(match="params", tolerance=0.05, resolution=32, cache_dir=tmp_path)
+    keys = space.function_keys(space.all_codes)
+    assert torch.unique(keys).numel() == 2_724  # of 10,560 designs
+    twins = [
+        (LIGHT, LIGHT.replace("comb_mat=M1", "comb_mat=M3")),  # M3 reuses M1: an alias
+        (BRANCHES, SWAPPED),
+    ]
+    for first, second in twins:
+        codes = torch.tensor([space.parse(first), space.parse(second)])
+        assert space.function_keys(codes).unique().numel() == 1
+        assert space.width_search(codes[1].tolist()) == space.width_search(codes[0].tolist())
+        assert _same_function(space, first, second)
+    stored = json.loads(space.cache_path.read_text())["designs"]
+    assert sorted(stored) == sorted([LIGHT, SWAPPED])  # measured once, for the first twin in code order (n < d)
+    # Not twins: with b1_mat2=new, M2 is not M1; exchanging only the operations changes the cell.
+    not_twins = [(HEAVY, HEAVY.replace("comb_mat=M1", "comb_mat=M2")), (BRANCHES, SWAPPED_OPS)]
+    for first, second in not_twins:
+        assert space.function_keys(torch.tensor([space.parse(first), space.parse(second)])).unique().numel() == 2
+    assert not _same_function(space, BRANCHES, SWAPPED_OPS)  # same parameter shapes, another function

@@ -90,3 +90,31 @@ def test_widths_must_suit_the_attention_heads_and_se() -> None:
         MoatHybridSpace(widths=(32, 48, 128, 256))
     with pytest.raises(NASError, match="4 stages"):
         MoatHybridSpace(depths=(2, 3, 7))
+
+
+def _shapes(module: torch.nn.Module) -> str:
+    """The multiset of parameter and buffer shapes: what any weight sharing must match."""
+    return repr(sorted(tuple(value.shape) for value in module.state_dict().values()))
+
+
+def test_the_space_has_no_twins() -> None:
+    space = MoatHybridSpace(widths=(32, 32, 32, 32), depths=(1, 1, 1, 1), resolution=16)
+    assert torch.unique(space.function_keys(space.all_codes)).numel() == space.size == 6_561
+    # A stage is built from its own cell type only: one network per type gives every layout.
+    networks = [space.to_module((code,) * 4).eval() for code in range(len(CELL_LABELS))]
+    layouts: dict[str, list[str]] = {}
+    for code, network in enumerate(networks):
+        layouts.setdefault(_shapes(network.stages[1]), []).append(CELL_LABELS[code])
+    # Only the sequential and parallel MOAT cells can share weights ...
+    assert sorted(group for group in layouts.values() if len(group) > 1) == [
+        ["mbconv+attention", "mbconv|attention"],
+        ["mbconv_se+attention", "mbconv_se|attention"],
+    ]
+    # ... and they compute different functions with the same weights, under different keys.
+    x = space.sample_input(2)
+    for sequential, parallel in ((2, 7), (3, 8)):
+        networks[parallel].load_state_dict(networks[sequential].state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(networks[sequential](x), networks[parallel](x))
+        codes = torch.tensor([(sequential,) * 4, (parallel,) * 4])
+        assert space.function_keys(codes).unique().numel() == 2

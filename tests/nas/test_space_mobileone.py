@@ -130,3 +130,77 @@ def test_bounds_that_exclude_everything_are_refused() -> None:
         MobileOneSpace(min_depth=23, max_depth=19)
     with pytest.raises(NASError, match="no zero_depth mode 'drop'; valid values are 'reference', 'skip'"):
         MobileOneSpace(zero_depth="drop")
+
+
+def _changed(space: MobileOneSpace, encoding: tuple[int, ...], **values: int) -> tuple[int, ...]:
+    """``encoding`` with some variables set to the given codes; it must be a member."""
+    row = list(encoding)
+    for name, code in values.items():
+        row[space.variable_names.index(name)] = code
+    assert space.index_of(torch.tensor([row]))[0] >= 0, f"{space.to_string(tuple(row))} is not a member"
+    return tuple(row)
+
+
+def _pair(space: MobileOneSpace, where: dict[str, int], **changes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The first member with the codes ``where`` whose variant with ``changes`` is a member
+    too (the variables also set the parameter count, which must stay in the window)."""
+    codes = space.all_codes
+    mask = torch.ones(codes.shape[0], dtype=torch.bool)
+    for name, code in where.items():
+        mask &= codes[:, space.variable_names.index(name)] == code
+    candidates = codes[mask]
+    variants = candidates.clone()
+    for name, code in changes.items():
+        variants[:, space.variable_names.index(name)] = code
+    first = tuple(candidates[space.index_of(variants) >= 0][0].tolist())
+    return first, _changed(space, first, **changes)
+
+
+def _assert_same_network(space: MobileOneSpace, first: tuple[int, ...], second: tuple[int, ...]) -> None:
+    """The networks of two encodings compute the same function once they share weights."""
+    torch.manual_seed(0)
+    a, b = space.to_module(first).eval(), space.to_module(second).eval()
+    b.load_state_dict(a.state_dict())  # strict: same parameter names and shapes
+    x = space.sample_input(2)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_twins_build_the_same_network_and_other_members_do_not_share_keys(space: MobileOneSpace) -> None:
+    keys = space.function_keys(space.all_codes)
+    assert torch.unique(keys).numel() == 44_642  # of 55,846 members
+    # A depth-0 stage 4 is one SE unit, as a depth-1 one with se=yes is; with depth_3 in {0, 1}
+    # and depth_4 = 0 no unit is gated by se, so se=no is a third twin.
+    base, depth_1 = _pair(space, {"depth_3": DEPTHS.index(1), "depth_4": 0, "se": 0}, depth_4=DEPTHS.index(1), se=1)
+    se_yes = _changed(space, base, se=1)
+    twins = torch.tensor([base, se_yes, depth_1])
+    assert space.function_keys(twins).unique().numel() == 1
+    _assert_same_network(space, base, se_yes)
+    _assert_same_network(space, base, depth_1)
+    # Not twins: the branch count (same fused network, other training parameters), a plain
+    # depth-1 stage 4 against the SE unit of depth 0, se once stage 4 has units to gate.
+    pairs = [
+        (base, _changed(space, base, branches=1 - base[9])),
+        _pair(space, {"depth_4": DEPTHS.index(1), "se": 0}, depth_4=0),
+        _pair(space, {"depth_4": DEPTHS.index(2), "se": 0}, se=1),
+    ]
+    for first, second in pairs:
+        assert space.function_keys(torch.tensor([first, second])).unique().numel() == 2
+
+
+def test_skipped_stages_make_twins_of_the_same_built_stages() -> None:
+    space = MobileOneSpace(zero_depth="skip", resolution=32)
+    # 8 units of 256 channels as stage 2 (128 x 2) or as stage 3 (256 x 1); the skipped stage's
+    # width is irrelevant. Without SE both are plain; with it only stage 3 would gate units.
+    codes = space.all_codes
+    as_stage_2 = codes[(codes[:, 2] == DEPTHS.index(8)) & (codes[:, 4] == 0) & (codes[:, 3] == 7) & (codes[:, 8] == 0)]
+    as_stage_3 = codes[(codes[:, 2] == 0) & (codes[:, 4] == DEPTHS.index(8)) & (codes[:, 5] == 3) & (codes[:, 8] == 0)]
+    shared = [0, 1, 6, 7, 9]  # depth_1, width_1, depth_4, width_4, branches
+    partners = {tuple(row[shared].tolist()): tuple(row.tolist()) for row in as_stage_3}
+    first = next(tuple(row.tolist()) for row in as_stage_2 if tuple(row[shared].tolist()) in partners)
+    second = partners[tuple(torch.tensor(first)[shared].tolist())]
+    assert space.function_keys(torch.tensor([first, second])).unique().numel() == 1
+    _assert_same_network(space, first, second)
+    gated = torch.tensor([_changed(space, first, se=1), _changed(space, second, se=1)])
+    assert space.function_keys(gated).unique().numel() == 2
+    assert torch.unique(space.function_keys(codes)).numel() == 34_540  # of 74,894 members

@@ -100,3 +100,24 @@ def test_narrower_widths_build_the_same_skeleton_with_fewer_channels(space: Swif
     assert count_parameters(network) < count_parameters(reference) / 3
     assert network(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert narrow.signature()["widths"] == [24, 32, 56, 112] and narrow.signature() != SwiftFormerHybridSpace(resolution=32).signature()
+
+
+
+def _shapes(module: torch.nn.Module) -> list[tuple[int, ...]]:
+    """The multiset of parameter and buffer shapes: what any weight sharing must match."""
+    return sorted(tuple(value.shape) for value in module.state_dict().values())
+
+
+@pytest.mark.parametrize("variant", ["xs", "s"])
+def test_no_two_members_can_share_weights_so_the_space_has_no_twins(variant: str) -> None:
+    space = SwiftFormerHybridSpace(variant=variant, widths=[16, 16, 32, 32], resolution=32)
+    # A stage is built from its own two variables and the fixed widths only, so one network per
+    # (conv, attention) choice, the same in every stage, gives every stage's 12 parameter layouts.
+    layouts = [[_shapes(stage) for stage in space.to_module((conv, attention) * 4).stages] for conv in range(3) for attention in range(4)]
+    for stage in range(4):
+        assert len({repr(choice[stage]) for choice in layouts}) == 12
+    assert torch.unique(space.function_keys(space.all_codes)).numel() == space.size == 20_736
+    # The nearest pairs: MobileOne units with and without SE, two attention blocks or one.
+    base = SWIFTFORMER_XS.replace("conv_2=conv-enc", "conv_2=mo")
+    for other in (base.replace("conv_2=mo", "conv_2=mo-se"), base.replace("attention_3=last-1", "attention_3=last-2")):
+        assert space.function_keys(torch.tensor([space.parse(base), space.parse(other)])).unique().numel() == 2

@@ -174,6 +174,6 @@ def test_torchvision_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_name_lists_the_valid_ones() -> None:
-    with pytest.raises(DatasetError, match="valid datasets are digits, huggingface, image_folder, torchvision"):
+    with pytest.raises(DatasetError, match="valid datasets are digits, fashion_mnist, huggingface, image_folder, torchvision"):
         create_datamodule("imagenet")
     assert isinstance(create_datamodule("digits", image_size=8), DigitsDataModule)

@@ -3,6 +3,7 @@
 =============== ============================================== ==========================
 name            class                                          source
 =============== ============================================== ==========================
+``fashion_mnist`` :class:`FashionMNISTDataModule`              shipped in the package (default)
 ``digits``      :class:`DigitsDataModule`                      scikit-learn (embedded)
 ``image_folder`` :class:`ImageFolderDataModule`                a local folder of images
 ``huggingface`` :class:`HuggingFaceDataModule`                 Hugging Face ``datasets``
@@ -21,6 +22,8 @@ from nas.train.data.base import (
     stratified_split,
 )
 from nas.train.data.digits import DigitsDataModule
+from nas.train.data.fashion_mnist import FASHION_MNIST_FILE, FashionMNISTDataModule, load_fashion_arrays
+from nas.train.data.in_memory import ImageArrays, InMemoryDataModule, shift_and_flip
 from nas.train.data.huggingface import HuggingFaceDataModule
 from nas.train.data.image_folder import ImageFolderDataModule
 from nas.train.data.torchvision_data import TORCHVISION_SPLITS, TorchvisionDataModule
@@ -29,6 +32,10 @@ __all__ = [
     "DatasetError",
     "DataSplits",
     "DigitsDataModule",
+    "FASHION_MNIST_FILE",
+    "FashionMNISTDataModule",
+    "ImageArrays",
+    "InMemoryDataModule",
     "HuggingFaceDataModule",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
@@ -38,6 +45,8 @@ __all__ = [
     "create_datamodule",
     "dataset_names",
     "image_transforms",
+    "load_fashion_arrays",
     "register_dataset",
+    "shift_and_flip",
     "stratified_split",
 ]
