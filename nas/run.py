@@ -111,6 +111,21 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     return identity
 
 
+def check_image_size(cfg: DictConfig, space: SearchSpace) -> None:
+    """Refuse images the space's networks cannot take, or of another size than the space's
+    resolution (at which costs, proxies and matched widths are measured)."""
+    size = cfg.dataset.get("image_size")
+    resolution = getattr(space, "resolution", None)
+    if size is None:
+        return
+    if resolution is not None and int(size) != int(resolution):
+        raise NASError(
+            f"dataset.image_size is {size} but searchspace.resolution is {resolution}: costs, zero-cost proxies and "
+            f"matched widths are measured at the space's resolution; set searchspace.resolution={size} (the dataset follows it)."
+        )
+    space.check_image_size(int(size))
+
+
 def build_objective(cfg: DictConfig, space: SearchSpace) -> Any:
     """The objective of the config; a training objective also gets the dataset, trainer and fidelity."""
     if trains_candidates(cfg.objective):
@@ -194,6 +209,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:  # noqa: C901 - the one place a sear
     if cfg.get("reference"):
         space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
     priors = parse_priors(space, cfg.get("initial"))
+    if trains_candidates(cfg.objective):
+        check_image_size(cfg, space)
     pretraining = cfg.strategy.get("pretraining", "none") != "none"
     spent = announce_search(cfg, space, objective, output, pretraining)
     zero_cost = None

@@ -236,6 +236,10 @@ class SearchSpace(ABC):
         """``n x f`` float features of ``n x d`` codes for the surrogate (one-hot by default)."""
         return self.one_hot(codes)
 
+    def check_image_size(self, size: int) -> None:
+        """Raise :class:`NASError` if the space's networks cannot take ``size`` x ``size`` images
+        (the default: every size)."""
+
     def signature(self) -> dict[str, object]:
         """Everything that determines the space's networks: cached artifacts are keyed by it."""
         return {"name": self.name}

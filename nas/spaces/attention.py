@@ -251,6 +251,8 @@ class AttentionSpace(KeyValueSpace):
     """
 
     name = "attention"
+    stem = "conv"
+    stage_stride = 8  # three stride-2 stages (the first keeps the stem's resolution)
 
     def __init__(
         self,

@@ -75,6 +75,34 @@ class KeyValueSpace(SearchSpace):
     """
 
     resolution: int = 224
+    #: The networks' stem (a name of ``models.backbone.STEMS``) and the stride of their stages
+    #: after it (``None``: not a stage network): together the input size the last stage divides.
+    stem: str = "conv"
+    stage_stride: int | None = None
+    stem_stride: int | None = None
+
+    @property
+    def total_stride(self) -> int | None:
+        """How many input pixels one pixel of the last stage spans (``None``: unknown)."""
+        from models.backbone import STEM_STRIDES
+
+        if self.stage_stride is None:
+            return None
+        stem = self.stem_stride if self.stem_stride is not None else STEM_STRIDES[self.stem][0]
+        return stem * self.stage_stride
+
+    def check_image_size(self, size: int) -> None:
+        from models.backbone import STEM_STRIDES
+
+        stride = self.total_stride
+        if stride is not None and size < stride:
+            current = self.stem_stride if self.stem_stride is not None else STEM_STRIDES[self.stem][0]
+            smaller = [s for s in STEM_STRIDES[self.stem][1] if s < current]
+            raise NASError(
+                f"Search space {self.name!r} downsamples its input {stride}-fold (stem_stride {current}), "
+                f"so {size}-px images would reach its last stage below one pixel; use images of at least {stride} px"
+                + (f" or a smaller searchspace.stem_stride ({', '.join(map(str, smaller))})." if smaller else ".")
+            )
 
     def to_string(self, encoding: Encoding) -> str:
         parts = []

@@ -139,6 +139,8 @@ class MoatHybridSpace(KeyValueSpace):
     """
 
     name = "moat_hybrid"
+    stem = "conv"
+    stage_stride = 8  # three stride-2 stages (the first keeps the stem's resolution)
 
     def __init__(
         self,

@@ -106,6 +106,8 @@ class MobileOneSpace(KeyValueSpace):
     """
 
     name = "mobileone"
+    stem = "mobileone"
+    stage_stride = 16  # four stride-2 stages
 
     def __init__(
         self,

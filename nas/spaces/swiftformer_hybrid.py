@@ -94,6 +94,8 @@ class SwiftFormerHybridSpace(KeyValueSpace):
     """
 
     name = "swiftformer_hybrid"
+    stem = "conv"
+    stage_stride = 8  # three stride-2 stages (the first keeps the stem's resolution)
 
     def __init__(
         self,

@@ -121,3 +121,16 @@ def test_models_are_registered_with_timm_without_replacing_timm_models():
     assert {"nas_mobileone_s0", "nas_swiftformer_xs", "nas_swiftformer_s"} <= set(timm.list_models("nas_*"))
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("nas_swiftformer_s", pretrained=True)
+
+
+@pytest.mark.parametrize(("stem", "stride", "side"), [("conv", None, 7), ("conv", 2, 14), ("conv", 1, 28), ("mobileone", None, 14), ("mobileone", 1, 28)])
+def test_stem_stride_keeps_more_of_a_small_image(stem: str, stride: int | None, side: int, check_fusion) -> None:
+    spec = BackboneSpec(stages=[StageSpec(8, 1, block="mobileone", downsample="none")], stem=stem, stem_width=8, stem_stride=stride)
+    model = HybridBackbone(spec, num_classes=3)
+    assert model.forward_features(torch.randn(2, 3, 28, 28)).shape == (2, 8, side, side)
+    check_fusion(model, torch.randn(2, 3, 28, 28))  # the re-parameterised stem computes the same
+
+
+def test_a_stem_stride_the_stem_cannot_take_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"The 'mobileone' stem takes a stem_stride of 2, 1, got 4"):
+        BackboneSpec(stages=[StageSpec(8, 1)], stem="mobileone", stem_stride=4)

@@ -155,3 +155,44 @@ def test_bad_priors_are_one_sentence(nb201: NB201Space) -> None:
         PriorsFirst(RandomSearch(nb201), [], neighbours=2)
     with pytest.raises(NASError, match="initial_neighbours is a number of architectures, 0 or more, got -1"):
         PriorsFirst(RandomSearch(nb201), [nb201.parse(RESNET)], neighbours=-1)
+
+
+# --- through python -m nas.run -----------------------------------------------------------
+
+
+def _run_config(*overrides: str):  # type: ignore[no-untyped-def]
+    from hydra import compose, initialize_config_dir
+
+    from tests.nas.tiny_runs import TINY_TRAINING
+
+    configs = str(Path(__file__).resolve().parents[2] / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        return compose("config", overrides=[*TINY_TRAINING, *overrides])
+
+
+def test_a_training_search_starts_from_its_priors_and_says_where_the_winner_came_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.run import run
+
+    summary = run(_run_config(f"initial=[{RESNET!r}]", "initial_neighbours=2", "budget=5", f"output_dir={tmp_path}"))
+    out = capsys.readouterr().out
+    assert summary["evaluations"] == 5 and summary["winner_origin"] in (PRIOR, NEAR_PRIOR, None)
+    assert ("one of the priors" in out) == (summary["winner_origin"] == PRIOR)
+    assert "initial=1 priors" in out
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "store.sqlite") as db:
+        first = db.execute("SELECT architecture FROM evaluations ORDER BY batch, position").fetchone()[0]
+    assert first == RESNET
+    # The priors are part of the search's identity: a resumed search must have the same ones.
+    with pytest.raises(NASError, match="differs in: initial"):
+        run(_run_config(f"initial=[{IDENTITY_A!r}]", "initial_neighbours=2", "budget=5", f"output_dir={tmp_path}"))
+
+
+def test_a_bad_prior_stops_the_run_before_anything_is_trained(tmp_path: Path) -> None:
+    from nas.run import run
+
+    with pytest.raises(NASError, match=r"is not a member of search space 'nb201'.*nor_conv_9x9"):
+        run(_run_config("initial=['|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|']", f"output_dir={tmp_path}"))
+    with pytest.raises(NASError, match="given twice in initial"):
+        run(_run_config(f"initial=[{RESNET!r},{RESNET!r}]", f"output_dir={tmp_path}"))
+    assert not (tmp_path / "store.sqlite").exists()

@@ -192,3 +192,13 @@ def test_strategy_sweep_preset_runs_with_multirun(tmp_path: Path) -> None:
     for strategy in ("random", "local_search"):
         summary = json.loads((tmp_path / "multirun" / "nb201_strategies" / f"{strategy}-seed0" / "summary.json").read_text())
         assert summary["evaluations"] == 10 and summary["best_value"] > 80
+
+
+def test_an_image_size_the_space_cannot_take_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(NASError, match=r"downsamples its input 32-fold \(stem_stride 4\), so 28-px images would reach its last stage below one pixel; use images of at least 32 px or a smaller searchspace.stem_stride \(2, 1\)"):
+        run(_config("searchspace=swiftformer_hybrid", "searchspace.resolution=28", "searchspace.stem_stride=null", "strategy=random", f"output_dir={tmp_path}"))
+    with pytest.raises(NASError, match="dataset.image_size is 20 but searchspace.resolution is 8"):
+        run(_config(*TINY_TRAINING, "dataset.image_size=20", f"output_dir={tmp_path}"))
+    with pytest.raises(NASError, match=r"takes a stem_stride of 2, 1 \(or null for 2\), got 4"):
+        run(_config("searchspace=mobileone", "searchspace.stem_stride=4", "strategy=random", f"output_dir={tmp_path}"))
+    assert not (tmp_path / "store.sqlite").exists()
