@@ -105,8 +105,9 @@ class RunState:
         return int(self.summary.get("evaluations", -1)) == len(self.evaluations)
 
     def ranked(self) -> list[RunEvaluation]:
-        """Successful full evaluations, best first; on a tie the later one first, as the search's printed best."""
-        return sorted((e for e in self.evaluations if e.competes), key=lambda e: (-(e.value or 0.0), -e.index))
+        """Successful full evaluations, best first; on a tie the earlier one first, as the search's
+        printed best (a twin's reused result never ranks above the network trained)."""
+        return sorted((e for e in self.evaluations if e.competes), key=lambda e: (-(e.value or 0.0), e.index))
 
     def median_seconds(self) -> float | None:
         seconds = [e.seconds for e in self.evaluations if e.seconds is not None and e.status != "running"]

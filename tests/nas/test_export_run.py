@@ -60,7 +60,7 @@ def _test_images(count: int = 6) -> torch.Tensor:
 
 def test_top_k_are_the_runs_best_in_order(tiny_run: Path, exported: list[ExportedModel]) -> None:
     with sqlite3.connect(tiny_run / "store.sqlite") as db:
-        best = [a for (a,) in db.execute("SELECT architecture FROM evaluations WHERE status = 'ok' ORDER BY value DESC, id DESC LIMIT 2")]
+        best = [a for (a,) in db.execute("SELECT architecture FROM evaluations WHERE status = 'ok' ORDER BY value DESC, id ASC LIMIT 2")]
     assert [m.architecture for m in exported] == best
     assert best[0] == json.loads((tiny_run / "summary.json").read_text())["best_architecture"]
     assert [m.folder.name for m in exported] == ["rank1", "rank2"]
