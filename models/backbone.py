@@ -48,7 +48,7 @@ from models.blocks.mbconv import MBConv
 from models.blocks.mlp import MlpBlock
 from models.blocks.moat import MOATBlock
 from models.blocks.mobileone import MobileOneBlock, MobileOneUnit
-from models.blocks.stems import ConvStem, conv_downsample
+from models.blocks.stems import CONV_STEM_STRIDES, ConvStem, conv_downsample
 from models.blocks.swiftformer import BlockFactory, ConvEncoder, SwiftFormerBlock, TokenMixerFactory
 
 StageBlockBuilder = Callable[..., nn.Module]
@@ -63,7 +63,12 @@ STEMS: dict[str, Callable[[int, int, int], nn.Module]] = {
 }
 """``(in_channels, out_channels, stride) -> module``: each stem by name."""
 #: Each stem's published stride and the strides it can take.
-STEM_STRIDES: dict[str, tuple[int, tuple[int, ...]]] = {"conv": (4, (4, 2, 1)), "mobileone": (2, (2, 1))}
+STEM_STRIDES: dict[str, tuple[int, tuple[int, ...]]] = {"conv": (4, tuple(CONV_STEM_STRIDES)), "mobileone": (2, (2, 1))}
+
+
+def resolved_stem_stride(stem: str, stride: int | None) -> int:
+    """``stride``, or the published stride of ``stem`` when it is ``None``."""
+    return stride if stride is not None else STEM_STRIDES[stem][0]
 
 
 def register_stage_block(name: str) -> Callable[[StageBlockBuilder], StageBlockBuilder]:
@@ -247,7 +252,7 @@ class BackboneSpec:
 
     @property
     def resolved_stem_stride(self) -> int:
-        return self.stem_stride if self.stem_stride is not None else STEM_STRIDES[self.stem][0]
+        return resolved_stem_stride(self.stem, self.stem_stride)
 
     @property
     def resolved_stem_width(self) -> int:

@@ -166,9 +166,11 @@ class ExportedModel:
     network: nn.Module  # the trained train-time network, in eval mode
 
 
-def _model_key(architecture: str, epochs: int, seed: int, include_val: bool) -> str:
-    """Names the checkpoint of one final training: a resumed training must be the same one."""
-    return hashlib.sha1(json.dumps([architecture, epochs, seed, include_val]).encode()).hexdigest()[:12]
+def _model_key(architecture: str, epochs: int, seed: int, include_val: bool, data: dict[str, Any] | None = None) -> str:
+    """Names the checkpoint of one final training: a resumed training must be the same one
+    (``data``: the final training's own dataset settings, when it has any)."""
+    parts: list[Any] = [architecture, epochs, seed, include_val] + ([data] if data else [])
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _width_coefficient(space: SearchSpace, encoding: tuple[int, ...]) -> float | None:
@@ -305,7 +307,7 @@ def export_run(cfg: DictConfig) -> list[ExportedModel]:
     exported = []
     for rank, evaluation in enumerate(chosen, start=1):
         encoding = space.validate(evaluation.encoding)
-        key = _model_key(evaluation.architecture + (json.dumps(final_data, sort_keys=True) if final_data else ""), int(cfg.epochs), int(cfg.seed), include_val)
+        key = _model_key(evaluation.architecture, int(cfg.epochs), int(cfg.seed), include_val, final_data)
         log.info("final training of rank %d (%s): %d epochs", rank, evaluation.architecture, cfg.epochs)
         network = train_final(space, encoding, data, settings, optimizer, int(cfg.epochs), int(cfg.seed), output / CHECKPOINT_DIR / key, bool(cfg.resume))
         exported.append(write_export(cfg, state, space, evaluation, rank, encoding, network, data, split, include_val, output / f"rank{rank}"))

@@ -36,7 +36,7 @@ from nas.status import read_run
 from nas.store import Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
-from nas.strategies.priors import PRIOR, PriorsFirst, parse_priors, prior_origin
+from nas.strategies.priors import NEAR_PRIOR, PRIOR, PriorsFirst, parse_priors, prior_origin
 from nas.zero_cost import zero_cost_from_config, zero_cost_ready
 
 log = logging.getLogger(__name__)
@@ -307,8 +307,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:  # noqa: C901 - the one place a sear
         for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
             print(line)
         if priors:
-            origin = summary["winner_origin"]
-            print(f"  the winner {'is ' + ('one of the priors' if origin == PRIOR else 'a neighbour of a prior') if origin else 'was found by the search, not given as a prior'} (initial={len(priors)} priors)")
+            found = {PRIOR: "is one of the priors", NEAR_PRIOR: "is a neighbour of a prior"}.get(summary["winner_origin"], "was found by the search, not given as a prior")
+            print(f"  the winner {found} (initial={len(priors)} priors)")
         if summary["twins_reused"]:
             print(f"  {summary['twins_reused']} suggestions were twins of trained networks (the same function): their results were reused, not trained again")
     if goals is not None:

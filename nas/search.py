@@ -31,12 +31,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Hashable
 
+import torch
+
 from nas.errors import NASError
 from nas.executors import Arrival, Executor, LocalExecutor, Pool
 from nas.objectives.base import Evaluation, Objective
 from nas.space import Encoding
-import torch
-
 from nas.store import Store, StoredAsk, StoredEvaluation
 from nas.strategies.base import HIGH_FIDELITY, Strategy, Trial
 
@@ -151,6 +151,7 @@ class _Slot:
     seconds: float = 0.0
     rerun: bool = False  # it ran before (an interrupted search): the store counts the attempt
     told: bool = False
+    twin_key: tuple[str, int] | None = None  # (fidelity, function key) when twins are reused
 
 
 class _Search:
@@ -170,7 +171,7 @@ class _Search:
         self.strategy, self.objective, self.budget, self.store = strategy, objective, budget, store
         self.reuse_twins = reuse_twins
         self.evaluated_twins: dict[tuple[str, int], int] = {}  # (fidelity, function key) -> history index
-        self.running_twins: dict[tuple[str, int], int] = {}  # (fidelity, function key) -> pool key
+        self.running_twins: set[tuple[str, int]] = set()  # (fidelity, function key) of running slots
         self.parked: dict[tuple[str, int], list[_Slot]] = {}  # twins waiting for a running evaluation
         self.on_evaluation, self.on_batch, self.executor = on_evaluation, on_batch, executor
         self.asynchronous = executor.asynchronous
@@ -236,7 +237,7 @@ class _Search:
         if self.store is not None:
             architectures = [self.strategy.space.to_string(t.encoding) for t in proposed]
             rows = list(self.store.ask(batch, requested, self.tells, proposed, architectures))
-        slots = [_Slot(batch, position, trial, row) for position, (trial, row) in enumerate(zip(proposed, rows))]
+        slots = [_Slot(batch, position, trial, row, twin_key=self._twin_key(trial)) for position, (trial, row) in enumerate(zip(proposed, rows))]
         self.batches.append(slots)
         self.queue.extend(slots)
         if not proposed:
@@ -253,7 +254,7 @@ class _Search:
 
     def _submit(self, pool: Pool) -> None:
         while self.queue:
-            twin = self._twin_key(self.queue[0].trial)
+            twin = self.queue[0].twin_key
             if twin is not None and twin in self.evaluated_twins:
                 self._arrive_as_twin(self.queue.pop(0), self.evaluated_twins[twin])
                 continue
@@ -268,7 +269,7 @@ class _Search:
             key = id(slot)
             self.running[key] = slot
             if twin is not None:
-                self.running_twins[twin] = key
+                self.running_twins.add(twin)
             pool.submit(key, slot.trial)
 
     def _arrive_as_twin(self, slot: _Slot, source: int) -> None:
@@ -300,9 +301,9 @@ class _Search:
             self._tell([slot])
         else:
             self._tell_batch_if_complete(slot.batch)
-        twin = self._twin_key(slot.trial)
+        twin = slot.twin_key
         if twin is not None and twin_slot is None:
-            self.running_twins.pop(twin, None)
+            self.running_twins.discard(twin)
             for waiting in self.parked.pop(twin, []):
                 self._arrive_as_twin(waiting, self.evaluated_twins[twin])
 
@@ -325,9 +326,8 @@ class _Search:
 
     def _extend_history(self, slot: _Slot) -> None:
         assert slot.evaluation is not None
-        twin = self._twin_key(slot.trial)
-        if twin is not None:
-            self.evaluated_twins.setdefault(twin, len(self.history.evaluations))
+        if slot.twin_key is not None:
+            self.evaluated_twins.setdefault(slot.twin_key, len(self.history.evaluations))
         self.history.trials.append(slot.trial)
         self.history.evaluations.append(slot.evaluation)
         self.history.seconds.append(slot.seconds)
@@ -404,6 +404,6 @@ class _Search:
             self.strategy.claim(recorded)
         elif len(proposed) > len(recorded):
             self.strategy.release(proposed[len(recorded) :])  # a store of an older version recorded fewer
-        slots = [_Slot(r.batch, r.position, r.trial, r.id, r.evaluation, r.seconds or 0.0) for r in records]
+        slots = [_Slot(r.batch, r.position, r.trial, r.id, r.evaluation, r.seconds or 0.0, twin_key=self._twin_key(r.trial)) for r in records]
         self.batches.append(slots)
         return slots

@@ -294,7 +294,7 @@ class AttentionSpace(KeyValueSpace):
         self.distillation_head = bool(distillation_head)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.resolution = check_resolution(self.name, resolution)
-        self.stem_stride = check_stem_stride(self.name, "conv", stem_stride)
+        self.stem_stride = check_stem_stride(self.name, self.stem, stem_stride)
         self._lowest = torch.tensor([low for low, _ in CODE_RANGES])
         self._searches: dict[str, WidthSearch] = {}
         self._target: float | None = None
@@ -324,7 +324,7 @@ class AttentionSpace(KeyValueSpace):
             "measure_num_classes": self.measure_num_classes,
             "distillation_head": self.distillation_head,
             "resolution": self.resolution,
-            **({"stem_stride": self.stem_stride} if self.stem_stride is not None else {}),
+            **self.stem_signature(),
         }
         if self.match == "latency":
             signature.update(warmup=self.warmup, repetitions=self.repetitions, device=self.device, hardware=self.hardware)

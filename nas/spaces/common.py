@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from models.backbone import STEM_STRIDES, resolved_stem_stride
 from nas.errors import NASError
 from nas.space import Encoding, SearchSpace
 
@@ -36,8 +37,6 @@ def check_resolution(space: str, resolution: object) -> int:
 def check_stem_stride(space: str, stem: str, stride: object) -> int | None:
     """``stride`` (``None``: the stem's published one) if the space's ``stem`` takes it, or a
     :class:`NASError` naming the space and the strides that are valid."""
-    from models.backbone import STEM_STRIDES
-
     valid = STEM_STRIDES[stem][1]
     if stride is None:
         return None
@@ -84,19 +83,19 @@ class KeyValueSpace(SearchSpace):
     @property
     def total_stride(self) -> int | None:
         """How many input pixels one pixel of the last stage spans (``None``: unknown)."""
-        from models.backbone import STEM_STRIDES
-
         if self.stage_stride is None:
             return None
-        stem = self.stem_stride if self.stem_stride is not None else STEM_STRIDES[self.stem][0]
-        return stem * self.stage_stride
+        return resolved_stem_stride(self.stem, self.stem_stride) * self.stage_stride
+
+    def stem_signature(self) -> dict[str, object]:
+        """The stem stride's part of :meth:`signature`: empty for the published stride, so
+        that artifacts cached before the option existed keep their keys."""
+        return {"stem_stride": self.stem_stride} if self.stem_stride is not None else {}
 
     def check_image_size(self, size: int) -> None:
-        from models.backbone import STEM_STRIDES
-
         stride = self.total_stride
         if stride is not None and size < stride:
-            current = self.stem_stride if self.stem_stride is not None else STEM_STRIDES[self.stem][0]
+            current = resolved_stem_stride(self.stem, self.stem_stride)
             smaller = [s for s in STEM_STRIDES[self.stem][1] if s < current]
             raise NASError(
                 f"Search space {self.name!r} downsamples its input {stride}-fold (stem_stride {current}), "

@@ -166,7 +166,7 @@ class MoatHybridSpace(KeyValueSpace):
             raise NASError(f"Search space 'moat_hybrid' needs at least one cell per stage, got depths {self.depths}.")
         self.head_dim, self.expansion, self.se_reduction, self.mlp_ratio = head_dim, expansion, se_reduction, mlp_ratio
         self.resolution = check_resolution(self.name, resolution)
-        self.stem_stride = check_stem_stride(self.name, "conv", stem_stride)
+        self.stem_stride = check_stem_stride(self.name, self.stem, stem_stride)
         # Per cell type: [has MBConv, has SE, has attention, has MLP, parallel].
         self._components = torch.tensor(
             [
@@ -200,7 +200,7 @@ class MoatHybridSpace(KeyValueSpace):
             "se_reduction": self.se_reduction,
             "mlp_ratio": self.mlp_ratio,
             "resolution": self.resolution,
-            **({"stem_stride": self.stem_stride} if self.stem_stride is not None else {}),
+            **self.stem_signature(),
         }
 
     def _options(self, width: int) -> dict[str, dict[str, Any]]:

@@ -148,7 +148,7 @@ class MobileOneSpace(KeyValueSpace):
         self.zero_depth = zero_depth
         self.se_placement = se_placement
         self.resolution = check_resolution(self.name, resolution)
-        self.stem_stride = check_stem_stride(self.name, "mobileone", stem_stride)
+        self.stem_stride = check_stem_stride(self.name, self.stem, stem_stride)
         self._depth_values = torch.tensor(DEPTHS)
         self._base = torch.tensor(MOBILEONE_BASE_WIDTHS)
         _ = self.all_codes  # an impossible constraint set fails here, with the bounds named

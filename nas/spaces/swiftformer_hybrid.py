@@ -115,7 +115,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
         self.num_conv_branches = num_conv_branches
         self.distillation_head = bool(distillation_head)
         self.resolution = check_resolution(self.name, resolution)
-        self.stem_stride = check_stem_stride(self.name, "conv", stem_stride)
+        self.stem_stride = check_stem_stride(self.name, self.stem, stem_stride)
         # Attention blocks of each choice (rows) in each stage (columns).
         self._attention_blocks = torch.tensor([[0] * 4, [1] * 4, [2] * 4, list(self.depths)])
 
@@ -135,7 +135,7 @@ class SwiftFormerHybridSpace(KeyValueSpace):
             "num_conv_branches": self.num_conv_branches,
             "distillation_head": self.distillation_head,
             "resolution": self.resolution,
-            **({"stem_stride": self.stem_stride} if self.stem_stride is not None else {}),
+            **self.stem_signature(),
         }
 
     def attention_blocks(self, codes: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,8 @@ class SurrogateGuided:
             best: the incumbent, in objective units of ``fidelity`` (normalised here).
         """
         samples = self.surrogate.predict(codes, fidelity, features=features)
-        excluded = self._taken_mask(codes, taken)
+        keys = self.identity_keys(codes)
+        excluded = self._taken_mask(codes, taken, keys)
         incumbent = float(self.surrogate.normalise(torch.tensor(best), fidelity))
         running = self._pending_at(fidelity)
         if running:
@@ -107,14 +108,15 @@ class SurrogateGuided:
             # its predicted mean, so the incumbent is at least the best of those beliefs.
             pending = torch.tensor(sorted(running), dtype=torch.long)
             incumbent = max(incumbent, float(self.surrogate.predict(pending, fidelity).double().mean(0).max()))
-        groups = self.space.function_keys(codes) if self.skip_twins else None  # no two twins in one batch
+        groups = keys if self.skip_twins else None  # no two twins in one batch
         picks = select_batch(samples, incumbent, n, excluded, acquisition or self.acquisition, self.generator, groups)
         return [tuple(row) for row in codes[picks].tolist()]
 
-    def _taken_mask(self, codes: torch.Tensor, taken: set[Encoding]) -> torch.Tensor:
+    def _taken_mask(self, codes: torch.Tensor, taken: set[Encoding], keys: torch.Tensor | None = None) -> torch.Tensor:
         """``c`` mask of the ``c x d`` candidate ``codes`` that are in ``taken`` (with
-        ``skip_twins``: or twins of a member of ``taken``)."""
-        keys = self.identity_keys(codes)
+        ``skip_twins``: or twins of a member of ``taken``); ``keys``: their
+        :meth:`identity_keys`, when the caller has them already."""
+        keys = self.identity_keys(codes) if keys is None else keys
         taken_keys = self.identity_keys(torch.tensor(sorted(taken), dtype=torch.long)) if taken else keys.new_empty(0)
         return torch.isin(keys, taken_keys)
 
