@@ -180,6 +180,7 @@ class MobileOneSpace(KeyValueSpace):
             "zero_depth": self.zero_depth,
             "se_placement": self.se_placement,
             "resolution": self.resolution,
+            **self.stem_signature(),
         }
 
     # ------------------------------------------------------------------ structure

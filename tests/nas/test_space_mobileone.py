@@ -204,3 +204,10 @@ def test_skipped_stages_make_twins_of_the_same_built_stages() -> None:
     gated = torch.tensor([_changed(space, first, se=1), _changed(space, second, se=1)])
     assert space.function_keys(gated).unique().numel() == 2
     assert torch.unique(space.function_keys(codes)).numel() == 34_540  # of 74,894 members
+
+
+def test_the_stem_stride_is_part_of_the_signature_only_when_set() -> None:
+    from nas.spaces import build_space
+
+    published, small = build_space("mobileone"), build_space("mobileone", stem_stride=1)
+    assert "stem_stride" not in published.signature() and small.signature()["stem_stride"] == 1
