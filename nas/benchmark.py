@@ -39,7 +39,7 @@ from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
 from nas.progress import track_runs
 from nas.report import convergence_plot, surrogate_rank_correlation
-from nas.stats import spearman
+from nas.stats import mean_se, reach_cells, reach_table, seeds_mean_se, spearman
 from nas.fidelity import HIGH_FIDELITY
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
@@ -166,45 +166,26 @@ def _report_values(objective: TableObjective, table: str, cfg: DictConfig) -> to
     return objective.values if column == objective.column else TableObjective(objective.space, table, column).values
 
 
-def _mean_row(name: str, columns: list[list[float | None]], fmt: str) -> str:
-    """A markdown row: ``name``, then the mean of each column's known values (``–`` if none)."""
-    cells = []
-    for column in columns:
-        known = [v for v in column if v is not None]
-        cells.append(fmt.format(statistics.fmean(known)) if known else "–")
-    return f"| {name} | {' | '.join(cells)} |"
-
-
-def _stats(values: list[float]) -> tuple[float, float, float, float]:
-    return min(values), max(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean_row(name: str, columns: list[list[float | None]], digits: int) -> str:
+    """A markdown row: ``name``, then :func:`seeds_mean_se` of each column."""
+    return f"| {name} | {' | '.join(seeds_mean_se(column, digits) for column in columns)} |"
 
 
 def markdown_report(results: dict[str, list[SeedRecord]], budget: int, optimum: float, column: str, report_column: str | None = None) -> str:
-    """Thesis Table 5.3 / 5.4 style tables, regrets, Spearman correlations and timings."""
+    """Thesis Table 5.3 / 5.4 style tables, regrets, Spearman correlations and timings; every
+    mean with its standard error over seeds, and a seed that misses the optimum counted at
+    the budget."""
     report_column = report_column or column
     protocol = f"searched on {column}" + ("" if report_column == column else f", reported in {report_column}")
-    lines = [
-        f"## Evaluations to reach the optimum ({report_column} = {optimum:g}; {protocol})",
-        "",
-        f"| Strategy | Min | Max | Mean | Std | Reached | Mean (miss = {budget}) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    heading = f"Evaluations to reach the optimum, {report_column} = {optimum:g}, {protocol}"
+    lines = reach_table(heading, {name: [r.evals_to_optimum for r in records] for name, records in results.items()}, budget)
+    lines += ["", "## Best value after 100 and 200 evaluations (mean ± standard error over seeds)", "", "| Strategy | 100 | 200 |", "|---|---|---|"]
     for name, records in results.items():
-        hits = [r.evals_to_optimum for r in records if r.evals_to_optimum is not None]
-        counted = [r.evals_to_optimum if r.evals_to_optimum is not None else budget for r in records]
-        if hits:
-            lo, hi, mean, std = _stats([float(h) for h in hits])
-            cells = f"{lo:.0f} | {hi:.0f} | {mean:.1f} | {std:.2f}"
-        else:
-            cells = "– | – | – | –"
-        lines.append(f"| {name} | {cells} | {len(hits)}/{len(records)} | {statistics.fmean(counted):.1f} |")
-    lines += ["", "## Best value after 100 and 200 evaluations (mean over seeds)", "", "| Strategy | 100 | 200 |", "|---|---|---|"]
-    for name, records in results.items():
-        lines.append(_mean_row(name, [[getattr(r, key) for r in records] for key in ("best_at_100", "best_at_200")], "{:.4f}"))
-    lines += ["", f"## Regret of the returned architecture after 50 / 100 / 200 evaluations (mean over seeds, {report_column})", ""]
+        lines.append(_mean_row(name, [[getattr(r, key) for r in records] for key in ("best_at_100", "best_at_200")], 4))
+    lines += ["", f"## Regret of the returned architecture after 50 / 100 / 200 evaluations (mean ± standard error over seeds, {report_column})", ""]
     lines += ["| Strategy | 50 | 100 | 200 |", "|---|---|---|---|"]
     for name, records in results.items():
-        lines.append(_mean_row(name, [[r.regret_at.get(str(n)) for r in records] for n in REGRET_AT], "{:.4f}"))
+        lines.append(_mean_row(name, [[r.regret_at.get(str(n)) for r in records] for n in REGRET_AT], 3))
     with_prior = {n: rs[0].metric_head_spearman for n, rs in results.items() if rs and rs[0].metric_head_spearman}
     if with_prior:
         lines += ["", f"## Spearman correlation of the pretrained metric heads with {report_column} (first seed, before any observation)", ""]
@@ -215,10 +196,10 @@ def markdown_report(results: dict[str, list[SeedRecord]], budget: int, optimum: 
     with_rho = {n: rs for n, rs in results.items() if any(r.spearman for r in rs)}
     if with_rho:
         points = sorted({int(k) for rs in with_rho.values() for r in rs for k in r.spearman})
-        lines += ["", "## Surrogate Spearman correlation with the table over the whole space (mean over seeds)", ""]
+        lines += ["", "## Surrogate Spearman correlation with the table over the whole space (mean ± standard error over seeds)", ""]
         lines += ["| Strategy | " + " | ".join(f"after {p}" for p in points) + " |", "|---" * (len(points) + 1) + "|"]
         for name, records in with_rho.items():
-            lines.append(_mean_row(name, [[r.spearman.get(str(p)) for r in records] for p in points], "{:.3f}"))
+            lines.append(_mean_row(name, [[r.spearman.get(str(p)) for r in records] for p in points], 3))
     lines += ["", "## Search overhead", "", "| Strategy | Median time to choose a batch (s) | Mean wall time per seed (s) |", "|---|---|---|"]
     for name, records in results.items():
         lines.append(
@@ -233,24 +214,21 @@ README_END = "<!-- nas.benchmark summary: end -->"
 
 
 def summary_table(results: dict[str, list[SeedRecord]], payload: dict[str, Any]) -> str:
-    """One compact markdown table: evaluations to the optimum and best value after 100."""
+    """One compact markdown table: evaluations to the optimum (a miss counted at the budget)
+    and the regret of the returned architecture, means with their standard errors."""
     budget = payload["budget"]
     column, report_column = payload["column"], payload.get("report_column") or payload["column"]
     protocol = f"`{column}`" if column == report_column else f"searched on `{column}`, reported in `{report_column}`"
     lines = [
-        f"{len(next(iter(results.values())))} seeds, budget {budget}, {Path(payload['table']).name}, {protocol}, optimum {payload['optimum']:g}.",
+        f"{len(next(iter(results.values())))} seeds, budget {budget}, {Path(payload['table']).name}, {protocol}, optimum {payload['optimum']:g}. "
+        f"Means ± standard errors over seeds; a seed that never reaches the optimum counts as {budget} evaluations.",
         "",
-        "| Strategy | Evaluations to the optimum: mean (min–max) | Seeds reaching it | Regret after 50 / 100 / 200 |",
-        "|---|---|---|---|",
+        "| Strategy | Evaluations to the optimum (miss = budget) | Seeds reaching it | Mean over the seeds reaching it (range) | Regret after 50 / 100 / 200 |",
+        "|---|---|---|---|---|",
     ]
     for name, records in results.items():
-        hits = [r.evals_to_optimum for r in records if r.evals_to_optimum is not None]
-        reach = f"{statistics.fmean(hits):.1f} ({min(hits)}–{max(hits)})" if hits else "–"
-        regrets = []
-        for n in REGRET_AT:
-            values = [r.regret_at[str(n)] for r in records if str(n) in r.regret_at]
-            regrets.append(f"{statistics.fmean(values):.3f}" if values else "–")
-        lines.append(f"| {name} | {reach} | {len(hits)}/{len(records)} | {' / '.join(regrets)} |")
+        regrets = [mean_se([r.regret_at.get(str(n)) for r in records], 3) for n in REGRET_AT]
+        lines.append(f"| {name} | " + " | ".join(reach_cells([r.evals_to_optimum for r in records], budget)) + f" | {' / '.join(regrets)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,7 @@ from nas.goals import Goals
 from nas.pareto import hypervolume, non_dominated, normalise_to_unit
 from nas.paths import resolve_path
 from nas.progress import track_runs
+from nas.stats import mean_se, reach_cells
 from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
@@ -172,19 +173,9 @@ def run_front_seed(task: dict[str, Any]) -> tuple[str, FrontRecord]:
     return task["name"] if task["mode"] == "paid" else f"{task['name']}+known", record
 
 
-def _mean(values: list[float | None], fmt: str) -> str:
-    known = [v for v in values if v is not None]
-    return fmt.format(statistics.fmean(known)) if known else "–"
-
-
-def _reach(counts: list[int | None], budget: int | None) -> str:
-    """Table cells of evaluation counts (``None``: never reached): mean (min–max) | reached
-    [| mean with misses counted as ``budget``]."""
-    hits = [c for c in counts if c is not None]
-    cells = [f"{statistics.fmean(hits):.1f} ({min(hits)}–{max(hits)})" if hits else "–", f"{len(hits)}/{len(counts)}"]
-    if budget is not None:
-        cells.append(f"{statistics.fmean(c if c is not None else budget for c in counts):.1f}")
-    return " | ".join(cells)
+def _regret(ratios: list[float | None]) -> list[float | None]:
+    """Hypervolume regrets ``1 - ratio``: ratios near 1 hide the differences that regrets show."""
+    return [None if r is None else 1.0 - r for r in ratios]
 
 
 def front_report(results: dict[str, list[FrontRecord]], payload: dict[str, Any]) -> str:
@@ -194,28 +185,32 @@ def front_report(results: dict[str, list[FrontRecord]], payload: dict[str, Any])
     lines = [
         f"## {goals.describe()} on {Path(payload['table']).name} (+ {', '.join(Path(t).name for t in payload['extra_tables']) or 'no extra table'})",
         "",
-        f"True front: {payload['front_size']} distinct points; {payload['feasible']:,} of {payload['members']:,} members feasible. Mean over seeds.",
+        f"True front: {payload['front_size']} distinct points; {payload['feasible']:,} of {payload['members']:,} members feasible. Means ± standard errors over seeds"
+        + ("; the hypervolume regret is 1 − the ratio of the hypervolume found to the true front's." if len(goals.objectives) > 1 else "."),
         "",
     ]
     checkpoints = [str(n) for n in CHECKPOINTS if n <= payload["budget"]]
     if len(goals.objectives) > 1:
         last = checkpoints[-1]
-        lines += ["| Strategy | Seeds | " + " | ".join(f"HV ratio @{n}" for n in checkpoints) + f" | Front share @{last} | Front share @{last}, twins count | Median ask (s) |"]
-        lines += ["|---" * (len(checkpoints) + 5) + "|"]
+        lines += ["| Strategy | Seeds | " + " | ".join(f"HV regret @{n}" for n in checkpoints) + f" | HV ratio @{last} | Front share @{last} | Front share @{last}, twins count | Median ask (s) |"]
+        lines += ["|---" * (len(checkpoints) + 6) + "|"]
         for name, records in results.items():
-            ratios = [_mean([r.hypervolume_ratio.get(n) for r in records], "{:.4f}") for n in checkpoints]
-            share = _mean([r.front_share.get(last) for r in records], "{:.1%}")
-            twins = _mean([r.front_share_twins.get(last) for r in records], "{:.1%}")
+            regrets = [mean_se(_regret([r.hypervolume_ratio.get(n) for r in records]), 4) for n in checkpoints]
+            ratio = mean_se([r.hypervolume_ratio.get(last) for r in records], 4)
+            share = mean_se([r.front_share.get(last) for r in records], 1, percent=True)
+            twins = mean_se([r.front_share_twins.get(last) for r in records], 1, percent=True)
             ask = statistics.median(r.median_ask_seconds for r in records)
-            lines.append(f"| {name} | {len(records)} | {' | '.join(ratios)} | {share} | {twins} | {ask:.3f} |")
+            lines.append(f"| {name} | {len(records)} | {' | '.join(regrets)} | {ratio} | {share} | {twins} | {ask:.3f} |")
     else:
         twins = payload.get("optimum_twins", 1)
         lines += [
-            "| Strategy | Seeds | Evaluations to the constrained optimum: mean (min–max) | Reached | Mean (miss = budget) | To a twin of the optimum: mean (min–max) | Reached |",
-            "|---|---|---|---|---|---|---|",
+            f"| Strategy | Seeds | Evaluations to the constrained optimum (miss = budget, {payload['budget']}) | Reached | Mean over the seeds reaching it (range) "
+            "| To a twin of the optimum (miss = budget) | Reached | Mean over the seeds reaching it (range) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, records in results.items():
-            lines.append(f"| {name} | {len(records)} | {_reach([r.evals_to_optimum for r in records], payload['budget'])} | {_reach([r.evals_to_optimum_twins for r in records], None)} |")
+            reach = reach_cells([r.evals_to_optimum for r in records], payload["budget"]) + reach_cells([r.evals_to_optimum_twins for r in records], payload["budget"])
+            lines.append(f"| {name} | {len(records)} | " + " | ".join(reach) + " |")
         if twins > 1 and payload.get("optimum_functions", 1) == 1:
             lines += [
                 "",
