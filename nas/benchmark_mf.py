@@ -32,7 +32,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import torch
@@ -41,12 +41,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from nas.cli import configure_threads
 from nas.errors import NASError
 from nas.progress import track_runs
-from nas.fidelity import HIGH_FIDELITY
-from nas.mf_peers import PEERS, CostEvent, run_peer
+from nas.mf_peers import NEEDS_CONTINUATION, PEERS, CostEvent, CostTracker, run_peer
 from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
-from nas.search import run_search
-from nas.space import SearchSpace
-from nas.stats import spearman
+from nas.objectives.table import TableObjective
+from nas.search import SearchHistory, check_fidelities, run_search
+from nas.space import Encoding, SearchSpace
+from nas.stats import reach_table, seeds_mean_se, spearman
 from nas.store import config_fingerprint
 from nas.spaces import build_space
 from nas.strategies import instantiate_strategy
@@ -58,7 +58,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CostRecord:
-    """The outcome of one strategy on one seed, against cost."""
+    """The outcome of one strategy on one seed, against cost.
+
+    ``best_by_cost`` holds ``[cost, value]`` each time the architecture the search would
+    return changes value: the one with the best searched full-fidelity value so far, valued
+    in the reported column (the searched one unless the protocol reports another)."""
 
     seed: int
     best_by_cost: list[list[float]]
@@ -72,39 +76,82 @@ class CostRecord:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def best_by_cost(events: list[CostEvent]) -> list[list[float]]:
-    """``[cost, best full value]`` after each improvement, and once more at the final cost."""
-    best, trace = -math.inf, []
-    for cost, value in events:
+def best_by_cost(events: list[CostEvent], report: Callable[[Encoding, float], float] | None = None) -> list[list[float]]:
+    """``[cost, reported value of the returned architecture]`` after each change of it, and
+    once more at the final cost. The returned architecture is the one with the best searched
+    full value (the first of equals); ``report(encoding, searched value)`` values it (default:
+    its searched value)."""
+    best, shown, trace = -math.inf, None, []
+    for cost, value, encoding in events:
         if value is not None and value > best:
             best = value
-            trace.append([cost, value])
+            reported = report(encoding, value) if report is not None else value
+            if reported != shown:
+                shown = reported
+                trace.append([cost, reported])
     if events and trace and trace[-1][0] != events[-1][0]:
-        trace.append([events[-1][0], best])
+        trace.append([events[-1][0], trace[-1][1]])
     return trace
 
 
 def best_at(trace: list[list[float]], cost: float) -> float | None:
-    """The best full value found within ``cost`` (``None`` if none was by then)."""
+    """The value of the returned architecture after ``cost`` (``None`` if there was none by then)."""
     known = [value for spent, value in trace if spent <= cost + 1e-9]
-    return max(known) if known else None
+    return known[-1] if known else None
 
 
-def record_of(seed: int, events: list[CostEvent], checkpoints: list[float], target: float | None, **timings: float) -> CostRecord:
-    """The :class:`CostRecord` of one search's events: its trace, the best at each checkpoint
-    (in equivalent full evaluations) and the cost at which it first reached ``target``."""
-    trace = best_by_cost(events)
-    reached = next((cost for cost, value in trace if target is not None and value >= target), None)
+def record_of(
+    seed: int, events: list[CostEvent], checkpoints: list[float], target: float | None,
+    report: Callable[[Encoding, float], float] | None = None, **timings: float,
+) -> CostRecord:
+    """The :class:`CostRecord` of one search's events: its trace, the value of the returned
+    architecture at each checkpoint (in equivalent full evaluations) and the cost at which it
+    first reached ``target``."""
+    trace = best_by_cost(events, report)
+    reached = next((cost for cost, value in trace if target is not None and value >= target - 1e-9), None)
     return CostRecord(
         seed=seed,
         best_by_cost=trace,
         best_at={f"{c:g}": best_at(trace, c) for c in checkpoints},
         cost_to_target=reached,
         evaluations=len(events),
-        full_evaluations=sum(1 for _, v in events if v is not None),
+        full_evaluations=sum(1 for _, v, _ in events if v is not None),
         cost=events[-1][0] if events else 0.0,
         **timings,
     )
+
+
+class _StopSearch(Exception):
+    """Raised after an evaluation to end a search whose returned architecture can no longer change."""
+
+
+def _report_lookup(cfg: DictConfig, objective: Any) -> Callable[[Encoding, float], float] | None:
+    """How the reported column values an architecture, when it is not the searched one."""
+    column = cfg.get("report_column")
+    if not isinstance(objective, TableObjective) or not column or column == objective.column:
+        return None
+    values = TableObjective(objective.space, objective_path(cfg), column).values
+    space = objective.space
+    return lambda encoding, _: float(values[int(space.index_of(torch.tensor([encoding], dtype=torch.long))[0])])
+
+
+def objective_path(cfg: DictConfig) -> str:
+    """The main table of a table objective's config."""
+    return str(cfg.objective.path)
+
+
+def resolved_target(cfg: DictConfig, objective: Any, report: Callable[[Encoding, float], float] | None) -> float | None:
+    """The value to reach: ``cfg.target``, where ``optimum`` means the best value of the reported
+    column of a table."""
+    target = cfg.get("target")
+    if target != "optimum":
+        return None if target is None else float(target)
+    if not isinstance(objective, TableObjective):
+        raise NASError(f"target=optimum needs a table objective, which knows its optimum; {type(objective).__name__} does not: give the target as a number.")
+    if report is None:
+        return objective.optimum
+    values = TableObjective(objective.space, objective_path(cfg), cfg.report_column).values
+    return float(torch.nan_to_num(values, nan=-math.inf).max())
 
 
 def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
@@ -114,24 +161,35 @@ def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
     name, seed = task["name"], task["seed"]
     space = build_space(**cfg.searchspace)
     objective = hydra.utils.instantiate(cfg.objective, space=space)
-    budget = float(cfg.budget)
+    schedule = hydra.utils.instantiate(cfg.fidelity)
+    report = _report_lookup(cfg, objective)
+    # A table knows its optimum: once the search has evaluated it, what it returns is final.
+    stop_value = objective.optimum if isinstance(objective, TableObjective) and cfg.get("stop_at_optimum", True) else None
+    tracker = CostTracker(objective, schedule, float(cfg.budget), stop_value)
     started = time.perf_counter()
     ask_seconds: list[float] = []
     if name in cfg.strategies:
         zero_cost = ZeroCostData.load(Path(task["zero_cost_path"]), space) if task["zero_cost_path"] else None
         strategy = instantiate_strategy(cfg.strategies[name], space, seed, zero_cost)
-        history = run_search(strategy, objective, budget)
-        spent, events = 0.0, []
-        for trial, evaluation in zip(history.trials, history.evaluations):
-            spent += evaluation.cost
-            full = trial.fidelity == HIGH_FIDELITY and evaluation.status == "ok"
-            events.append((spent, evaluation.value if full else None))
-        ask_seconds = history.ask_seconds
+
+        seen: list[SearchHistory] = []
+
+        def on_evaluation(history: SearchHistory) -> None:
+            seen[:] = [history]
+            tracker.record(history.trials[-1].encoding, history.trials[-1].fidelity, history.evaluations[-1])
+            if tracker.reached:
+                raise _StopSearch
+
+        try:
+            run_search(strategy, objective, tracker.budget, on_evaluation=on_evaluation)
+        except _StopSearch:
+            pass
+        ask_seconds = seen[0].ask_seconds if seen else []
     else:
-        events = run_peer(name, space, objective, budget, seed, dict(cfg.peers[name] or {}))
+        run_peer(name, space, tracker, seed, dict(cfg.peers[name] or {}))
     checkpoints = [float(c) for c in cfg.cost_checkpoints]
     record = record_of(
-        seed, events, checkpoints, cfg.get("target"),
+        seed, tracker.events, checkpoints, resolved_target(cfg, objective, report), report,
         wall_seconds=time.perf_counter() - started,
         median_ask_seconds=statistics.median(ask_seconds) if ask_seconds else 0.0,
     )
@@ -139,12 +197,23 @@ def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
     return name, record
 
 
-def fidelity_agreement(objective: SurrogateBenchmarkObjective, space: SearchSpace, epochs: list[int], samples: int, seed: int = 0, top_share: float = 0.1) -> list[dict[str, float]]:
-    """How well each number of ``epochs`` ranks ``samples`` random architectures like a full
-    evaluation: per epoch, the Spearman correlation with the full value over all of them and
-    over the best ``top_share`` of them (by the full value), where a search must tell good
-    from best; and the share of the top 1 % by the full value that are also in the top 1 %
-    at that epoch.
+def agreement_row(fidelity: str, values: torch.Tensor, full: torch.Tensor, top_share: float = 0.1) -> dict[str, Any]:
+    """How ``values`` of a cheaper fidelity rank architectures like their ``full`` values (both
+    ``n``): the Spearman correlation over all of them and over the best ``top_share`` of them
+    (by the full value), where a search must tell good from best; and the share of the top
+    1 % by the full value that are also in the top 1 % by ``values``."""
+    top = full >= torch.quantile(full, 1 - top_share)
+    best = set(torch.topk(full, max(1, len(full) // 100)).indices.tolist())
+    return {
+        "fidelity": fidelity,
+        "spearman": spearman(values.tolist(), full.tolist()),
+        f"spearman_top_{top_share:g}": spearman(values[top].tolist(), full[top].tolist()),
+        "top_1pct_kept": len(best & set(torch.topk(values, len(best)).indices.tolist())) / len(best),
+    }
+
+
+def fidelity_agreement(objective: SurrogateBenchmarkObjective, space: SearchSpace, epochs: list[int], samples: int, seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`agreement_row` of each number of ``epochs`` over ``samples`` random architectures.
 
     Args:
         objective: predicts ``n`` values of ``n x d`` codes at a number of epochs
@@ -152,56 +221,51 @@ def fidelity_agreement(objective: SurrogateBenchmarkObjective, space: SearchSpac
     """
     codes = space.sample(samples, torch.Generator().manual_seed(seed))
     full = objective.accuracy(codes, objective.fidelity.hi_epochs)
-    top = full >= torch.quantile(full, 1 - top_share)
-    best = set(torch.topk(full, max(1, samples // 100)).indices.tolist())
-    rows = []
-    for epoch in epochs:
-        values = objective.accuracy(codes, int(epoch))
-        rows.append({
-            "epochs": int(epoch),
-            "spearman": spearman(values.tolist(), full.tolist()),
-            f"spearman_top_{top_share:g}": spearman(values[top].tolist(), full[top].tolist()),
-            "top_1pct_kept": len(best & set(torch.topk(values, len(best)).indices.tolist())) / len(best),
-        })
-    return rows
+    return [agreement_row(f"{int(e)} epochs", objective.accuracy(codes, int(e)), full) for e in epochs]
 
 
-def agreement_report(rows: list[dict[str, float]], samples: int) -> str:
-    """The markdown table of :func:`fidelity_agreement`'s rows."""
+def table_agreement(objective: TableObjective, report: torch.Tensor) -> list[dict[str, Any]]:
+    """:func:`agreement_row` of a table's low-fidelity column against the ``report`` values,
+    over every architecture the table lists."""
+    assert objective.low_values is not None
+    known = ~torch.isnan(objective.low_values) & ~torch.isnan(report)
+    return [agreement_row(f"{objective.low_fidelity_column} ({objective.low_fidelity_cost:g} of a full evaluation)", objective.low_values[known], report[known])]
+
+
+def agreement_report(rows: list[dict[str, Any]], samples: int | None) -> str:
+    """The markdown table of :func:`agreement_row`'s rows (over ``samples`` random architectures, or all)."""
     top_key = next(k for k in rows[0] if k.startswith("spearman_top_"))
     share = float(top_key.removeprefix("spearman_top_"))
+    over = f"{samples:,} random architectures" if samples else "every architecture of the table"
     lines = [
-        f"## How each fidelity ranks {samples:,} random architectures against the full evaluation",
+        f"## How each cheaper fidelity ranks {over} against the reported full evaluation",
         "",
-        f"| epochs | Spearman, all | Spearman, best {share:.0%} | top 1 % kept |",
+        f"| fidelity | Spearman, all | Spearman, best {share:.0%} | top 1 % kept |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {r['epochs']} | {r['spearman']:.2f} | {r[top_key]:.2f} | {r['top_1pct_kept']:.0%} |" for r in rows]
+    lines += [f"| {r['fidelity']} | {r['spearman']:.2f} | {r[top_key]:.2f} | {r['top_1pct_kept']:.0%} |" for r in rows]
     return "\n".join(lines) + "\n\n"
 
 
-def _mean_se(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) / math.sqrt(len(values)):.2f}"
-
-
 def markdown_report(results: dict[str, list[CostRecord]], payload: dict[str, Any]) -> str:
-    """Mean ± standard error of the best full-fidelity value at each cost checkpoint."""
+    """Mean ± standard error of the returned architecture's value at each cost checkpoint,
+    and of the cost to reach the target with a miss counted at the budget."""
     checkpoints = list(next(iter(results.values()))[0].best_at) if results else []
-    target = payload.get("target")
+    target, budget = payload.get("target"), payload["budget"]
+    protocol = payload.get("protocol", "")
     lines = [
-        f"## Best full-fidelity value after N equivalent full evaluations (mean ± standard error over seeds; {payload['seeds']} seeds, budget {payload['budget']:g})",
+        f"## Value of the returned architecture after N equivalent full evaluations (mean ± standard error over seeds; {payload['seeds']} seeds, budget {budget:g}{protocol})",
         "",
-        "| Strategy | " + " | ".join(f"@{c}" for c in checkpoints) + f" | cost to reach {target} (mean over seeds that did) | reached |",
-        "|---" * (len(checkpoints) + 3) + "|",
+        "A cell with (k/n) averages the k seeds that had evaluated an architecture fully by then.",
+        "",
+        "| Strategy | " + " | ".join(f"@{c}" for c in checkpoints) + " |",
+        "|---" * (len(checkpoints) + 1) + "|",
     ]
     for name, records in results.items():
-        cells = [_mean_se([r.best_at[c] for r in records if r.best_at[c] is not None]) for c in checkpoints]
-        hits = [r.cost_to_target for r in records if r.cost_to_target is not None]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(hits):.1f} | {len(hits)}/{len(records)} |" if hits else f"| {name} | " + " | ".join(cells) + f" | – | 0/{len(records)} |")
+        lines.append(f"| {name} | " + " | ".join(seeds_mean_se([r.best_at[c] for r in records]) for c in checkpoints) + " |")
+    if target is not None:
+        heading = f"Cost to reach {target:g}, in equivalent full evaluations with the cheap runs included"
+        lines += ["", *reach_table(heading, {name: [r.cost_to_target for r in records] for name, records in results.items()}, budget, "equivalents")]
     lines += ["", "## Evaluations and time", "", "| Strategy | evaluations | full evaluations | median time to choose a batch (s) | wall time per seed (s) |", "|---|---|---|---|---|"]
     for name, records in results.items():
         lines.append(
@@ -244,7 +308,7 @@ def convergence_plot(results: dict[str, list[CostRecord]], budget: float, path: 
 def task_fingerprint(cfg: DictConfig, name: str) -> str:
     """What a (strategy, seed) result depends on besides its seed: only results with the same
     fingerprint are read back from ``records.jsonl``."""
-    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], DictConfig | ListConfig) else cfg[key] for key in ("budget", "searchspace", "objective", "cost_checkpoints", "target")}
+    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], DictConfig | ListConfig) else cfg[key] for key in ("budget", "searchspace", "objective", "fidelity", "cost_checkpoints", "target", "report_column", "stop_at_optimum") if key in cfg}
     setup = cfg.strategies[name] if name in cfg.strategies else cfg.peers[name]
     return config_fingerprint({**parts, "name": name, "setup": OmegaConf.to_container(setup, resolve=True) if setup is not None else None})
 
@@ -263,6 +327,15 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
             raise NASError(f"Unknown peer {name!r}; valid peers are {', '.join(PEERS)}.")
     space = build_space(**cfg.searchspace)
     objective = hydra.utils.instantiate(cfg.objective, space=space)  # a broken objective stops here, before any work
+    continues = bool(getattr(objective, "continuation", True))
+    for name in cfg.include:
+        if name in peers and name in NEEDS_CONTINUATION and not continues:
+            raise NASError(
+                f"The peer {name!r} reports every epoch of a run, which needs an objective that continues runs; {type(objective).__name__} cannot "
+                "(its fidelities are trainings of their own): leave it out, or use smac_mf, successive_halving or hyperband with rungs=schedule."
+            )
+        if name in cfg.strategies:
+            check_fidelities(hydra.utils.instantiate(cfg.strategies[name], space=space, seed=0), objective)
     agreement_epochs = list(cfg.get("agreement_epochs") or [])
     if agreement_epochs and not isinstance(objective, SurrogateBenchmarkObjective):
         raise NASError(f"agreement_epochs needs an objective that predicts any architecture at any epoch (objective=surrogate_benchmark); {type(objective).__name__} does not.")
@@ -313,15 +386,25 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
             pool.join()
     for records in results.values():
         records.sort(key=lambda r: r.seed)
-    samples = int(cfg.get("agreement_samples") or 20_000)
-    agreement = fidelity_agreement(objective, space, agreement_epochs, samples) if agreement_epochs else []
+    samples: int | None = int(cfg.get("agreement_samples") or 20_000)
+    report = _report_lookup(cfg, objective)
+    if agreement_epochs:
+        agreement = fidelity_agreement(objective, space, agreement_epochs, samples)  # type: ignore[arg-type]
+    elif isinstance(objective, TableObjective) and objective.low_values is not None:
+        reported = objective.values if report is None else TableObjective(space, objective_path(cfg), cfg.report_column).values
+        agreement, samples = table_agreement(objective, reported), None
+    else:
+        agreement = []
     elapsed = time.perf_counter() - started
+    column = getattr(objective, "column", None)
+    protocol = f"; searched on {column}" + (f", reported in {cfg.report_column}" if report is not None else "") if column else ""
     payload = {
         "mode": "multifidelity",
         "budget": float(cfg.budget),
         "seeds": int(cfg.seeds),
         "first_seed": int(cfg.first_seed),
-        "target": cfg.get("target"),
+        "target": resolved_target(cfg, objective, report),
+        "protocol": protocol,
         "wall_seconds": elapsed,
         "fidelity_agreement": agreement,
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -29,7 +29,6 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 if TYPE_CHECKING:
-    import torch
 
     from nas.space import SearchSpace
     from nas.train.callbacks import EpochMetrics

@@ -3,8 +3,6 @@ the conditions of the DARTS space, continuation, and the real DARTS network."""
 from __future__ import annotations
 
 import json
-import math
-import shutil
 from pathlib import Path
 
 import numpy as np

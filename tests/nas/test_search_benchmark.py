@@ -86,9 +86,9 @@ def test_validation_protocol_reports_the_test_accuracy_of_what_it_would_return(t
         ("include=[bo,annealing]", "Unknown strategy 'annealing'; valid strategies are bo, "),
         ("budget=0", "budget must be a positive number"),
         ("seeds=0", "number of seeds must be positive"),
-        ("column=flops", "has no column 'flops'; its columns are arch, test_acc, val_acc, val_acc_seeds"),
+        ("column=flops", "has no column 'flops'; its columns are test_acc, val_acc, val_acc_seeds"),
         ("table=/nonexistent/table.csv", "Benchmark table /nonexistent/table.csv does not exist"),
-        ("report_column=test_accuracy", "has no column 'test_accuracy'; its columns are arch, test_acc, val_acc, val_acc_seeds"),
+        ("report_column=test_accuracy", "has no column 'test_accuracy'; its columns are test_acc, val_acc, val_acc_seeds"),
     ],
 )
 def test_benchmark_bad_input(tmp_path: Path, override: str, message: str) -> None:

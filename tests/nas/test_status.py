@@ -54,7 +54,7 @@ def test_status_of_a_running_search_in_another_process(tmp_path: Path) -> None:
     assert report.top and report.top[0]["value"] == max(row["value"] for row in report.top)
     assert report.seconds_left is not None and report.seconds_left > 0
     text = format_report(report)
-    assert f"/ 200 full evaluations" in text and "Pareto front: none (single-objective run)." in text
+    assert "/ 200 full evaluations" in text and "Pareto front: none (single-objective run)." in text
     # The search's output went to pipes: no progress bar was drawn.
     assert "\r" not in out + err and "eval/s" not in out + err and "s/eval" not in out + err
 
