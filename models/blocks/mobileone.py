@@ -84,6 +84,21 @@ class MobileOneBlock(nn.Module):
             out = out + branch(x)
         return self.act(self.se(out))
 
+    @torch.no_grad()
+    def zero_init_branches(self) -> bool:
+        """Start the conv and scale branches at zero (their BatchNorm scales 0) when the block
+        has an identity branch, so that it begins as ``act(se(bn(x)))``: a deep stack of such
+        blocks then trains like a residual network from its first steps (the zero-gamma
+        initialisation of Goyal et al., 2017; timm's ``zero_init_last``). Returns whether the
+        block had such branches. Fusion stays exact; the branches learn from the first step,
+        through their BatchNorm scales."""
+        if self.identity is None or self.reparam_conv is not None:
+            return False
+        for branch in [*self.conv_kxk, *([self.conv_scale] if self.conv_scale is not None else [])]:
+            if branch.bn is not None:
+                branch.bn.weight.zero_()
+        return True
+
     def _identity_kernel(self, like: torch.Tensor) -> torch.Tensor:
         """The ``kernel_size`` kernel of the identity map under this block's grouping."""
         kernel = torch.zeros_like(like)

@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from models.reparam import zero_init_branches
 from nas.errors import NASError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -55,6 +56,10 @@ class OptimizerConfig:
         warmup_epochs: linear warm-up from 0, in (possibly fractional) epochs.
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
         label_smoothing: cross-entropy label smoothing.
+        zero_init_branches: before training, start the branches of re-parameterisable
+            blocks that have an identity branch at zero (:func:`models.reparam.zero_init_branches`),
+            so that deep MobileOne stacks learn in short runs; a run restored from a checkpoint
+            keeps its trained weights.
     """
 
     name: str = "adamw"
@@ -66,6 +71,7 @@ class OptimizerConfig:
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.0
     label_smoothing: float = 0.0
+    zero_init_branches: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -121,6 +127,8 @@ class ClassificationModule(L.LightningModule):
         self.schedule_epochs = schedule_epochs
         self.num_classes = num_classes
         self.optimizer_config = optimizer or OptimizerConfig()
+        if self.optimizer_config.zero_init_branches:
+            zero_init_branches(model)  # a checkpoint restored after this replaces the weights
         # validate_args=False: the argument checks synchronise with the device at every update.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)

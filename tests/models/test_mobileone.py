@@ -110,3 +110,26 @@ def test_mobileone_s0_fuses_exactly(check_fusion):
 def test_mobileone_block_rejects_bad_configurations(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         MobileOneBlock(**kwargs)
+
+
+def test_zero_initialised_branches_start_a_block_as_its_identity_branch_and_still_learn():
+    torch.manual_seed(0)
+    with_identity, strided = MobileOneBlock(8, 8, 3, groups=8, num_conv_branches=2), MobileOneBlock(8, 8, 3, stride=2, groups=8)
+    assert with_identity.zero_init_branches() and not strided.zero_init_branches()
+    x = torch.randn(4, 8, 6, 6)
+    # In training mode the block is now ReLU(BN(x)): only its identity branch speaks.
+    assert torch.allclose(with_identity(x), torch.relu(nn.functional.batch_norm(x, None, None, training=True)), atol=1e-5)
+    assert all(torch.equal(branch.bn.weight, torch.ones(8)) for branch in [*strided.conv_kxk, strided.conv_scale])  # no identity: unchanged
+    # The branches are not dead: their BatchNorm scales receive gradients from the first step.
+    with_identity(x).square().mean().backward()
+    assert float(with_identity.conv_kxk[0].bn.weight.grad.abs().sum()) > 0
+    assert float(with_identity.conv_scale.bn.weight.grad.abs().sum()) > 0
+
+
+def test_zero_init_branches_reaches_every_block_of_a_network_and_fusion_stays_exact(check_fusion):
+    from models.reparam import zero_init_branches
+
+    unit = nn.Sequential(*(MobileOneUnit(8, 8, num_conv_branches=2) for _ in range(3)), MobileOneUnit(8, 16, stride=2))
+    # Three units of two blocks with identity branches; the strided unit has one (its pointwise block changes the width).
+    assert zero_init_branches(unit) == 6
+    check_fusion(unit, torch.randn(2, 8, 8, 8))
