@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -32,7 +33,7 @@ from nas.objectives.base import Evaluation
 from nas.search import SearchHistory, run_search
 from nas.space import Encoding
 from nas.spaces.listed import Architecture, ListedSpace
-from nas.store import Store
+from nas.store import RunLock, Store
 from nas.strategies import BayesianOptimization
 from nas.strategies.multifidelity import MultiFidelityBO
 from nas.surrogate import EnsembleSurrogate
@@ -75,7 +76,7 @@ class PreparedSearchSpace:
         repetitions: int = 10,
         threads: int | None = None,
         **ensemble: Any,
-    ) -> "PreparedSearchSpace":
+    ) -> PreparedSearchSpace:
         """Profile a sample of the space (parameters, FLOPs, latency, peak memory) and pretrain
         the ensemble on it, all metrics at once on the shared trunk.
 
@@ -138,7 +139,7 @@ class PreparedSearchSpace:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, encoding_to_net: Callable[[Architecture], nn.Module] | None = None) -> "PreparedSearchSpace":
+    def load(cls, path: str | Path, encoding_to_net: Callable[[Architecture], nn.Module] | None = None) -> PreparedSearchSpace:
         """Read a file written by :meth:`save`; ``encoding_to_net`` is only needed to build networks."""
         path = Path(path)
         if not path.is_file():
@@ -278,7 +279,7 @@ class SearchInstance:
         ``ProcessExecutor(max_workers=4)`` or ``RayExecutor(address="auto")``; the caller
         keeps it open across calls and closes it.
         """
-        with Store(self.save_dir / "store.sqlite", self.identity) as store:
+        with RunLock(self.save_dir), Store(self.save_dir / "store.sqlite", self.identity) as store:
             history = run_search(self.strategy, self.objective, eval_budget, store=store, executor=executor)
         best = history.best()
         return SearchResult(

@@ -8,7 +8,10 @@
   correlation with the truth at checkpoints and of the pretrained metric heads, timings);
 - ``results.md``: the tables of thesis Table 5.3 (evaluations to the optimum) and 5.4
   (best value after 100 and 200 evaluations), plus Spearman correlations and timings;
-- ``convergence.png``: regret to the optimum and Spearman correlation during the search.
+- ``convergence.png``: regret to the optimum and Spearman correlation during the search;
+- ``records.jsonl``: each (strategy, seed) result the moment it is finished
+  (:mod:`nas.bench.journal`): a stopped benchmark keeps them, and the same command
+  started again runs only what is missing.
 
 Two protocols: the thesis' searches and reports the same column (``column=test_acc``);
 the realistic one selects on validation accuracy and reports the test accuracy of the
@@ -21,10 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,17 +36,19 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nas.bench.journal import Journal, task_fingerprint
 from nas.cli import configure_threads, quote_comparisons, user_errors
 from nas.errors import NASError
+from nas.fidelity import HIGH_FIDELITY
+from nas.lifecycle import worker_pool
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
 from nas.progress import track_runs
 from nas.report import convergence_plot, surrogate_rank_correlation
-from nas.stats import mean_se, reach_cells, reach_table, seeds_mean_se, spearman
-from nas.fidelity import HIGH_FIDELITY
 from nas.search import SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
+from nas.stats import mean_se, reach_cells, reach_table, seeds_mean_se, spearman
 from nas.strategies import instantiate_strategy
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
@@ -65,6 +70,9 @@ class SeedRecord:
     regret_at: dict[str, float] = field(default_factory=dict)
     metric_head_spearman: dict[str, float] = field(default_factory=dict)
 
+
+#: The settings a (strategy, seed) result depends on besides its own (see nas.bench.journal).
+RESULT_KEYS = ("budget", "searchspace", "table", "column", "report_column", "stop_at_optimum", "spearman_at", "zero_cost")
 
 #: Evaluation counts at which the regret of the returned architecture is reported.
 REGRET_AT = (50, 100, 200)
@@ -325,15 +333,18 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
         for s in range(cfg.seeds)
         for name in cfg.include
     ]
+    output.mkdir(parents=True, exist_ok=True)
+    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS) for name in cfg.include})
+    results, done = journal.read(SeedRecord, range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds)))
+    tasks = [task for task in tasks if (task["name"], task["seed"]) not in done]
+    if done:
+        log.info("%d (strategy, seed) results read back from %s; %d to run", len(done), journal.path, len(tasks))
     started = time.perf_counter()
-    results: dict[str, list[SeedRecord]] = {name: [] for name in cfg.include}
-    if workers == 1:
-        for name, record in track_runs(map(run_one, tasks), len(tasks)):
+    with worker_pool(workers) if workers > 1 and tasks else nullcontext() as pool:
+        outcomes = pool.imap_unordered(run_one, tasks) if pool is not None else map(run_one, tasks)
+        for name, record in track_runs(outcomes, len(tasks)):
             results[name].append(record)
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for name, record in track_runs(pool.imap_unordered(run_one, tasks), len(tasks)):
-                results[name].append(record)
+            journal.append(name, record)
     elapsed = time.perf_counter() - started
     for records in results.values():
         records.sort(key=lambda r: r.seed)
@@ -346,7 +357,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[SeedRecord]]:
         "seeds": cfg.seeds,
         "wall_seconds": elapsed,
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "note": f"Total wall time: {elapsed:.0f} s with {workers} worker process(es).",
+        "note": f"Total wall time: {elapsed:.0f} s with {workers} worker process(es)" + (f", {len(done)} (strategy, seed) results read back." if done else "."),
     }
     print(write_reports(output, results, payload))
     print(f"Results written to {output.resolve()}")

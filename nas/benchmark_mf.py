@@ -27,28 +27,30 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from nas.bench.journal import Journal, task_fingerprint
 from nas.cli import configure_threads
 from nas.errors import NASError
-from nas.progress import track_runs
+from nas.lifecycle import worker_pool
 from nas.mf_peers import NEEDS_CONTINUATION, PEERS, CostEvent, CostTracker, run_peer
 from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
 from nas.objectives.table import TableObjective
+from nas.progress import track_runs
 from nas.search import SearchHistory, check_fidelities, run_search
 from nas.space import Encoding, SearchSpace
-from nas.stats import reach_table, seeds_mean_se, spearman
-from nas.store import config_fingerprint
 from nas.spaces import build_space
+from nas.stats import reach_table, seeds_mean_se, spearman
 from nas.strategies import instantiate_strategy
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
@@ -305,12 +307,8 @@ def convergence_plot(results: dict[str, list[CostRecord]], budget: float, path: 
     figure.savefig(path, dpi=120)
 
 
-def task_fingerprint(cfg: DictConfig, name: str) -> str:
-    """What a (strategy, seed) result depends on besides its seed: only results with the same
-    fingerprint are read back from ``records.jsonl``."""
-    parts = {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], DictConfig | ListConfig) else cfg[key] for key in ("budget", "searchspace", "objective", "fidelity", "cost_checkpoints", "target", "report_column", "stop_at_optimum") if key in cfg}
-    setup = cfg.strategies[name] if name in cfg.strategies else cfg.peers[name]
-    return config_fingerprint({**parts, "name": name, "setup": OmegaConf.to_container(setup, resolve=True) if setup is not None else None})
+#: The settings a multi-fidelity (strategy, seed) result depends on besides its own.
+RESULT_KEYS = ("budget", "searchspace", "objective", "fidelity", "cost_checkpoints", "target", "report_column", "stop_at_optimum")
 
 
 def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
@@ -348,19 +346,8 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
     output = Path(cfg.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     seeds = range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds))
-    results: dict[str, list[CostRecord]] = {name: [] for name in cfg.include}
-    # Every finished (strategy, seed) is appended to records.jsonl at once: a run that is
-    # stopped keeps them, and the same command started again runs only what is missing.
-    journal = output / "records.jsonl"
-    done: set[tuple[str, int]] = set()
-    fingerprints = {name: task_fingerprint(cfg, name) for name in cfg.include}
-    if journal.is_file():
-        for line in journal.read_text().splitlines():
-            entry = json.loads(line)
-            name, seed = entry["name"], entry["record"]["seed"]
-            if fingerprints.get(name) == entry.get("fingerprint") and seed in seeds and (name, seed) not in done:
-                results[entry["name"]].append(CostRecord(**entry["record"]))
-                done.add((entry["name"], entry["record"]["seed"]))
+    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, ("strategies", "peers")) for name in cfg.include})
+    results, done = journal.read(CostRecord, seeds)
     tasks = [
         {"cfg": cfg, "name": name, "seed": seed, "zero_cost_path": zero_cost_path, "threads": cfg.threads_per_worker}
         for seed in seeds
@@ -368,22 +355,14 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
         if (name, seed) not in done
     ]
     if done:
-        log.info("%d (strategy, seed) results read back from %s; %d to run", len(done), journal, len(tasks))
+        log.info("%d (strategy, seed) results read back from %s; %d to run", len(done), journal.path, len(tasks))
     started = time.perf_counter()
     workers = max(1, int(cfg.workers))
-    with journal.open("a") as sink:
-        if workers == 1 or not tasks:
-            outcomes = map(run_one, tasks)
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(workers)
-            outcomes = pool.imap_unordered(run_one, tasks)
+    with worker_pool(workers) if workers > 1 and tasks else nullcontext() as pool:
+        outcomes = pool.imap_unordered(run_one, tasks) if pool is not None else map(run_one, tasks)
         for name, record in track_runs(outcomes, len(tasks)):
             results[name].append(record)
-            sink.write(json.dumps({"name": name, "fingerprint": fingerprints[name], "record": asdict(record)}) + "\n")
-            sink.flush()
-        if workers > 1 and tasks:
-            pool.close()
-            pool.join()
+            journal.append(name, record)
     for records in results.values():
         records.sort(key=lambda r: r.seed)
     samples: int | None = int(cfg.get("agreement_samples") or 20_000)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
 from nas.errors import NASError
+from nas.lifecycle import sigterm_as_interrupt
+
 
 def user_error_of(error: BaseException) -> NASError | None:
     """The :class:`NASError` behind ``error``, also when a library re-raised it wrapped
@@ -40,11 +42,21 @@ def quote_comparisons(argv: list[str]) -> list[str]:
     return out
 
 
+#: The exit status of a command stopped by SIGTERM or Ctrl-C (the shell's 128 + SIGINT).
+INTERRUPTED = 130
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn :class:`NASError` into its one-sentence message on stderr and exit status 2."""
+def user_errors(interrupted: str = "what had finished is kept; run the same command again to resume") -> Iterator[None]:
+    """Turn :class:`NASError` into its one-sentence message on stderr and exit status 2;
+    and SIGTERM or Ctrl-C into one line (``interrupted``: what was kept and what to do next) and status 130,
+    after every ``with`` block on the way out has closed its workers."""
     try:
-        yield
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt:
+        print(f"interrupted: {interrupted}.", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
     except Exception as exc:
         cause = user_error_of(exc)
         if cause is None:

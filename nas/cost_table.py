@@ -87,7 +87,7 @@ def write_cost_table(space: SearchSpace, output: Path) -> float:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="cost_table")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors("the table is written once every network is counted, so nothing was written; run the same command again"):
         configure_threads(cfg.threads)
         write_cost_table(build_space(**cfg.searchspace), resolve_path(cfg.output))
 

@@ -102,7 +102,7 @@ class Goals:
         objectives: Sequence[object] | str,
         constraints: Mapping[str, float] | Sequence[object] | str | None = None,
         known: Sequence[str] | str | None = None,
-    ) -> "Goals":
+    ) -> Goals:
         """Goals from their config or command-line form (see the module docstring).
 
         Raises:
@@ -122,8 +122,13 @@ class Goals:
             parsed = tuple(Constraint(str(k), float(v)) for k, v in constraints.items())
         else:
             parsed = tuple(_parse_constraint(c) for c in ([constraints] if isinstance(constraints, str) else constraints))
-        known_names = tuple([known] if isinstance(known, str) else (known or ()))
-        return cls(goals, parsed, tuple(str(k) for k in known_names))
+        known_names = tuple(str(k) for k in ([known] if isinstance(known, str) else (known or ())))
+        if goals[0].name in known_names:
+            raise NASError(
+                f"Known column {goals[0].name!r} is the searched objective: known columns are handed to the search for every "
+                "member before any evaluation, so it would be told the answer; known columns are costs measured before training, e.g. known=[flops_m]."
+            )
+        return cls(goals, parsed, known_names)
 
     @property
     def names(self) -> tuple[str, ...]:

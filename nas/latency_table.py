@@ -168,7 +168,7 @@ def measure_with_reference(
     )
 
 
-def write_latency_table(space: SearchSpace, codes: torch.Tensor, device: str, output: Path, **protocol: int | float) -> float:
+def write_latency_table(space: SearchSpace, codes: torch.Tensor, device: str, output: Path, **protocol: float) -> float:
     """Measure every row of ``codes`` (``n x d``) on ``device`` (see :data:`DEVICES`) and
     write the table; returns the seconds taken.
 
@@ -253,7 +253,7 @@ def write_completed_table(space: SearchSpace, measured: Path, output: Path, seed
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="latency_table")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors("the table is written once every network is measured, so nothing was written; run the same command again"):
         configure_threads(cfg.threads)
         device = str(cfg.device)
         check_device(device)

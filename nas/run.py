@@ -26,17 +26,34 @@ from nas.goals import Goals
 from nas.objectives.costs import CostAwareObjective
 from nas.objectives.measured_costs import MEASURABLE, MeasuredCosts
 from nas.paths import resolve_path
-from nas.progress import SearchProgress, bars_with_logging, estimate_epoch_seconds, format_duration
+from nas.progress import (
+    SearchProgress,
+    bars_with_logging,
+    estimate_epoch_seconds,
+    format_duration,
+)
 from nas.proxies import dataset_batch
-from nas.report import EvaluationRecord, median_value, search_gain_lines, surrogate_rank_correlation, write_report
+from nas.report import (
+    EvaluationRecord,
+    median_value,
+    search_gain_lines,
+    surrogate_rank_correlation,
+    write_report,
+)
 from nas.search import TWIN_OF, SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.status import read_run
-from nas.store import Store, config_fingerprint
+from nas.store import RunLock, Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
-from nas.strategies.priors import NEAR_PRIOR, PRIOR, PriorsFirst, parse_priors, prior_origin
+from nas.strategies.priors import (
+    NEAR_PRIOR,
+    PRIOR,
+    PriorsFirst,
+    parse_priors,
+    prior_origin,
+)
 from nas.zero_cost import zero_cost_from_config, zero_cost_ready
 
 log = logging.getLogger(__name__)
@@ -194,12 +211,21 @@ def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history
     return (text, float(cached["value"])) if cached.get("status") == "ok" else None
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:  # noqa: C901 - the one place a search is put together
-    """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports."""
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume) the configured search; write the store, ``summary.json`` and PNG reports.
+
+    The run directory is held for the whole run (:class:`nas.store.RunLock`): a second
+    search started on it is refused before it computes anything.
+    """
     whole_number("seed", cfg.seed)
     positive_number("budget (in full evaluations)", cfg.budget)
     configure_threads(None if cfg.threads is None else whole_number("threads", cfg.threads, minimum=1))
-    output = Path(cfg.output_dir)
+    with RunLock(cfg.output_dir):
+        return _run_held(cfg, Path(cfg.output_dir))
+
+
+def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
+    """:func:`run`, with the run directory ``output`` held."""
     space = build_space(**cfg.searchspace)
     objective = build_objective(cfg, space)
     goals = goals_of(cfg)

@@ -14,9 +14,10 @@ import math
 import sqlite3
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -323,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10, help="how many of the best architectures to list")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
-    with user_errors():
+    with user_errors("nothing was changed"):
         report = status_report(read_run(args.run_dir), top=args.top)
         print(json.dumps(asdict(report), indent=1) if args.json else format_report(report))
 

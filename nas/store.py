@@ -16,14 +16,19 @@ are run again, and the search goes on from there.
 """
 from __future__ import annotations
 
+import datetime
+import fcntl
 import hashlib
 import json
 import math
+import os
+import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nas.errors import NASError
 from nas.objectives.base import Evaluation
@@ -114,6 +119,65 @@ def _check_same_search(path: Path, meta: dict[str, str], config: dict[str, Any])
         )
 
 
+class RunLock:
+    """The claim of one search on its run directory: an exclusive lock on ``<dir>/search.lock``.
+
+    A second search started on the same directory (a second terminal, a requeued job whose
+    first attempt still runs) is refused in one sentence naming the holder's pid and host,
+    instead of both writing the store. The lock is ``flock``'s: the kernel drops it when its
+    holder exits, however it ends, so a killed search never leaves a stale lock behind.
+
+    Args:
+        directory: the run directory (created if missing).
+    """
+
+    FILE = "search.lock"
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / self.FILE
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock; raise :class:`NASError` if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            try:
+                info = json.loads(holder)
+                since = datetime.datetime.fromtimestamp(info["started"]).strftime("%Y-%m-%d %H:%M:%S")
+                who = f"pid {info['pid']} on host {info['host']}, started {since}"
+            except (ValueError, KeyError, TypeError):
+                who = "its holder is not recorded"
+            raise NASError(
+                f"Another search ({who}) is running in {self.path.parent}; wait for it to end, stop it "
+                "(the same command then resumes it), or choose another output_dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.truncate(0)
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Store:
     """The evaluations of one search in ``<run dir>/store.sqlite``.
 
@@ -183,7 +247,7 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

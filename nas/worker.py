@@ -11,12 +11,12 @@ from __future__ import annotations
 
 # Only light modules before _end_with_parent(): the heavy imports (torch) take seconds,
 # during which a search killed with -9 would leave this process running.
-import ctypes
 import json
 import os
-import signal
 import sys
 from pathlib import Path
+
+from nas.lifecycle import end_with_parent
 
 #: Set by the search to its own pid, so a worker can tell that it was orphaned before it
 #: asked to be killed with its parent.
@@ -31,16 +31,8 @@ def _end_with_parent() -> None:
     The search's worker checks that its parent is still the search. The copies Lightning
     starts for the other DDP ranks (``LOCAL_RANK`` set) end with the rank-0 worker instead.
     """
-    if not sys.platform.startswith("linux"):
-        return
     expected = os.environ.get(PARENT_PID_ENV) if "LOCAL_RANK" not in os.environ else None
-    parent = int(expected) if expected else os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        return
-    if os.getppid() != parent:  # the parent died before the request was made
-        os._exit(1)
+    end_with_parent(int(expected) if expected else None)
 
 
 def _global_rank() -> int:

@@ -46,9 +46,9 @@ from nas.goals import Goals
 from nas.pareto import hypervolume, non_dominated, normalise_to_unit
 from nas.paths import resolve_path
 from nas.progress import track_runs
-from nas.stats import mean_se, reach_cells
 from nas.space import SearchSpace
 from nas.spaces import build_space
+from nas.stats import mean_se, reach_cells
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
 from nas.zero_cost import ZeroCostData, zero_cost_from_config
 
@@ -223,7 +223,7 @@ def front_report(results: dict[str, list[FrontRecord]], payload: dict[str, Any])
 class _Serial:
     """The in-process stand-in of a worker pool (``workers=1``)."""
 
-    def __enter__(self) -> "_Serial":
+    def __enter__(self) -> _Serial:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -258,6 +258,20 @@ def merge_front_benchmarks(sources: list[str], output: Path) -> dict[str, list[F
     return merged
 
 
+def check_known_are_costs(goals: Goals, space: SearchSpace, tables: list[str]) -> None:
+    """Refuse a ``known`` column read from the results table ``tables[0]`` (what training
+    gives: accuracies of any split or epoch), which would hand the search values correlated
+    with its objective for every member; known columns come from the cost tables after it."""
+    trained = set(load_columns(space, tables[:1]))
+    leaking = [name for name in goals.known if name in trained]
+    if leaking:
+        costs = sorted(set(load_columns(space, tables[1:]))) if len(tables) > 1 else []
+        raise NASError(
+            f"Known column {leaking[0]!r} comes from the results table {Path(tables[0]).name}, so the search would be told a training result "
+            f"of every member; known columns are costs from extra_tables ({', '.join(costs) or 'none given'})."
+        )
+
+
 def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
     """Run ``multiobjective.include`` x modes x seeds and write ``results.json`` and ``results.md``
     (or, with ``merge``, report earlier runs side by side)."""
@@ -274,6 +288,7 @@ def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
     columns = load_columns(space, tables)
     goals = Goals.parse(cfg.objectives, cfg.get("constraints"), cfg.get("known"))
     goals.validate(columns, f"the table {Path(tables[0]).name}" + (" with its extra tables" if len(tables) > 1 else ""))
+    check_known_are_costs(goals, space, tables)
     truth = FrontTruth(space, columns, goals)  # says before any search when no member meets the budgets
     modes = [m for m in MODES if m == "paid" or goals.known]
     needs_zero_cost = any(settings.strategies[n].get("pretraining", "none") != "none" for n in (*settings.include, *settings.known_include))

@@ -356,6 +356,9 @@ def test_constrained_benchmark_counts_evaluations_to_the_feasible_optimum(tmp_pa
         (["objectives=[test_acc:up]"], "direction 'up'; a direction is max or min"),
         (["objectives=[test_acc:max]", "constraints={flops_m:2}"], r"No member of the table satisfies flops_m<=2 \(best member: 15.5661\)"),
         (["objectives=[test_acc:max]", "multiobjective.include=[annealing]"], "Unknown strategy 'annealing'; valid multi-objective strategies are mobo"),
+        # Known columns are handed over for every member before any evaluation: never the answer.
+        (["objectives=[test_acc:max,flops_m:min]", "known=[test_acc]"], "Known column 'test_acc' is the searched objective"),
+        (["objectives=[test_acc:max,flops_m:min]", "known=[flops_m,val_acc]"], r"Known column 'val_acc' comes from the results table cifar10.csv.*extra_tables \(flops_m, params_m\)"),
     ],
 )
 def test_front_benchmark_bad_input(tmp_path: Path, overrides: list[str], message: str) -> None:

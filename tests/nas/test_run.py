@@ -104,6 +104,42 @@ def test_kill_9_then_rerun_resumes_without_losing_or_repeating(tmp_path: Path) -
     assert "Best architecture: |" in out
 
 
+def test_a_second_search_on_a_held_run_directory_is_refused(tmp_path: Path) -> None:
+    from nas.store import RunLock
+
+    run_dir = tmp_path / "run"
+    args = [*TINY_TRAINING, "budget=40", f"output_dir={run_dir}"]
+    first = _nas_run(args, tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and first.poll() is None and not (run_dir / "store.sqlite").exists():
+        time.sleep(0.2)
+    second = _nas_run(args, tmp_path)
+    _, err = second.communicate(timeout=300)
+    assert first.poll() is None, "the first search ended before the second was refused"
+    assert second.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: Another search (pid {first.pid} on host ")
+    assert f"is running in {run_dir}; wait for it to end" in err
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    with RunLock(run_dir):  # the kernel dropped the killed holder's lock: nothing stale to clean up
+        pass
+    assert all(r[3] in ("ok", "running") for r in _rows(run_dir))  # only the first search wrote the store
+
+
+def test_a_killed_search_leaves_no_stale_lock(tmp_path: Path) -> None:
+    from nas.store import RunLock
+
+    holder = subprocess.Popen([sys.executable, "-c", f"from nas.store import RunLock; lock = RunLock({str(tmp_path)!r}); lock.acquire(); print('held', flush=True); import time; time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(NASError, match=f"Another search \\(pid {holder.pid} on host "):
+        RunLock(tmp_path).acquire()
+    holder.kill()
+    holder.wait()
+    with RunLock(tmp_path):
+        with pytest.raises(NASError, match=f"pid {os.getpid()}"):  # held here now: a second claim in this process is refused too
+            RunLock(tmp_path).acquire()
+
+
 class _BrokenForSomeCandidates:
     """The table, except that candidates with pooling on edge 1<-0 raise and those with a
     1x1 convolution there produce a NaN, as broken networks do."""
