@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from nas.cli import configure_threads
 from nas.columns import load_columns
 from nas.errors import NASError
 from nas.goals import Goals
+from nas.lifecycle import worker_pool
 from nas.pareto import hypervolume, non_dominated, normalise_to_unit
 from nas.paths import resolve_path
 from nas.progress import track_runs
@@ -332,7 +332,7 @@ def run_front_benchmark(cfg: DictConfig) -> dict[str, list[FrontRecord]]:
             print(text)
             print(f"Results written to {output.resolve()}")
 
-    with multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
+    with worker_pool(workers) if workers > 1 else _Serial() as pool:
         for name, record in track_runs(pool.imap_unordered(run_front_seed, tasks), len(tasks)):
             results.setdefault(name, []).append(record)
             write(report=False)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.nas.tiny_runs import assert_table_run_is_exact
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,8 +23,7 @@ def _sweep(preset: str, tmp_path: Path) -> None:
     stores = set()
     for strategy in ("random", "local_search"):
         run_dir = tmp_path / "multirun" / "nb201_strategies" / f"{strategy}-seed0"
-        summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["evaluations"] == 10 and summary["best_value"] > 80
+        assert_table_run_is_exact(run_dir, 10)
         with sqlite3.connect(run_dir / "store.sqlite") as db:
             assert db.execute("SELECT COUNT(*) FROM evaluations WHERE status = 'ok'").fetchone() == (10,)
         stores.add(run_dir / "store.sqlite")

@@ -127,8 +127,14 @@ def test_pretrained_on_zero_cost_metrics(nb201: NB201Space, mf_table: TableObjec
     before = strategy.surrogate.predict(nb201.all_codes[:50], "lo")
     strategy.pretrain(small_zero_cost)
     assert not torch.equal(before, strategy.surrogate.predict(nb201.all_codes[:50], "lo"))  # the shared trunk moved
-    history: SearchHistory = run_search(strategy, mf_table, budget=3.5)
-    assert history.best_so_far()[-1] > 90
+    bests = [run_search(strategy, mf_table, budget=3.5).best_so_far()[-1]]
+    for seed in (1, 2):
+        other = _mfbo(nb201, seed=seed, pretraining="simultaneous")
+        other.pretrain(small_zero_cost)
+        bests.append(run_search(other, mf_table, budget=3.5).best_so_far()[-1])
+    # 93.5 is the top 2.6 % of the table: random search's 3 full evaluations in the same budget
+    # reach it on one seed 7.7 % of the time, on all three 0.05 %.
+    assert min(bests) >= 93.5, bests
 
 
 def test_bad_multi_fidelity_settings(nb201: NB201Space) -> None:

@@ -7,11 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from nas.benchmark import run_benchmark
 from nas.errors import NASError
+from nas.objectives.table import TableObjective
+from nas.spaces import build_space
+from nas.strategies import RandomSearch
 
 CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 FAST_ENSEMBLE = ["ensemble.trunk=[32,32]", "ensemble.head_hidden=32", "ensemble.fit_epochs=3", "ensemble.members=3"]
@@ -35,7 +39,9 @@ def test_benchmark_writes_tables_traces_and_plot(tmp_path: Path) -> None:
         assert [r["seed"] for r in records] == [0, 1]
         for r in records:
             assert len(r["best_so_far"]) == 40
-            assert r["evals_to_optimum"] is None or 1 <= r["evals_to_optimum"] <= 40
+            # The first evaluation whose running best is the optimum, or none within the budget.
+            hits = [i + 1 for i, best in enumerate(r["best_so_far"]) if best >= results["optimum"] - 1e-9]
+            assert r["evals_to_optimum"] == (hits[0] if hits else None)
             assert r["best_at_100"] is None  # the budget is 40
     bo = results["strategies"]["bo_no_pretraining"]
     for r in bo:
@@ -69,9 +75,17 @@ def test_validation_protocol_reports_the_test_accuracy_of_what_it_would_return(t
     assert results["optimum"] == pytest.approx(94.3733)  # the reported column's optimum
     for records in results["strategies"].values():
         (record,) = records
-        # The regret is in test accuracy, of the architecture with the best validation accuracy.
-        assert set(record["regret_at"]) == {"50"} and 0 <= record["regret_at"]["50"] < 30
+        assert set(record["regret_at"]) == {"50"}
         assert max(record["best_so_far"]) < 92  # best_so_far is in the searched column (val_acc tops at 91.6)
+    # The regret is in test accuracy, of the architecture with the best validation accuracy:
+    # random search's first 50 proposals, replayed here, and the table give it exactly.
+    space = build_space("nb201")
+    val, test = (TableObjective(space, "package://nb201/cifar10.csv", c).values for c in ("val_acc", "test_acc"))
+    random = RandomSearch(space, seed=0)
+    picked = space.index_of(torch.tensor([random.ask(1)[0] for _ in range(50)]))
+    returned = picked[int(torch.nan_to_num(val[picked], nan=-1.0).argmax())]
+    (record,) = results["strategies"]["random"]
+    assert record["regret_at"]["50"] == pytest.approx(results["optimum"] - float(test[returned]))
     bo = results["strategies"]["bo"][0]
     # The pretrained surrogate, before any observation: each metric head's rank correlation.
     assert set(bo["metric_head_spearman"]) == {"params", "synflow", "naswot", "jacob_cov", "snip", "grad_norm"}
