@@ -36,14 +36,19 @@ log = logging.getLogger(__name__)
 COST_COLUMNS = ("flops_m", "params_m")
 
 
+def module_costs(model: torch.nn.Module, fused: torch.nn.Module, sample: torch.Tensor) -> tuple[float, float]:
+    """(MFLOPs of one forward pass of ``fused`` on ``sample``, M trainable parameters of the
+    train-time ``model``)."""
+    return count_flops(fused, sample) / 1e6, count_parameters(model) / 1e6
+
+
 def network_costs(space: SearchSpace, codes: torch.Tensor) -> torch.Tensor:
     """``n x 2`` float64 (MFLOPs of the fused network, M parameters) of ``n x d`` codes, one network each."""
     sample = space.sample_input(1)
     rows = []
     for code in codes.tolist():
         model = space.to_module(tuple(code))
-        fused = reparameterize_model(model)
-        rows.append([count_flops(fused, sample) / 1e6, count_parameters(model) / 1e6])
+        rows.append(list(module_costs(model, reparameterize_model(model), sample)))
     return torch.tensor(rows, dtype=torch.float64)
 
 

@@ -76,10 +76,11 @@ def check_device(device: str) -> torch.device:
 Runnable = Callable[[torch.Tensor], Any]
 
 
-def runnable(model: nn.Module, device: str, sample: torch.Tensor) -> Runnable:
+def runnable(model: nn.Module, device: str, sample: torch.Tensor, fused: bool = False) -> Runnable:
     """The fused ``model`` as the device runs it: a PyTorch module on ``cpu`` / ``cuda``, an
-    onnxruntime session (CPU execution provider, torch's thread count) for ``onnxruntime``."""
-    fused = reparameterize_model(model).eval()
+    onnxruntime session (CPU execution provider, torch's thread count) for ``onnxruntime``.
+    ``fused``: ``model`` is already in its inference form (it is then moved, not copied)."""
+    fused = (model if fused else reparameterize_model(model)).eval()
     if device != "onnxruntime":
         return fused.to(sample.device)
     import onnxruntime

@@ -205,7 +205,9 @@ def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history
     fingerprint = config_fingerprint(search_identity(cfg))
     if cached.get("architecture") != text or cached.get("fingerprint") != fingerprint:
         log.info("evaluating the reference architecture %s", text)
-        evaluation = objective.evaluate(encoding, "hi")
+        # Over a budget, the reference is still the yardstick: trained, outside the budget.
+        over = isinstance(objective, CostAwareObjective) and objective.over_budget(encoding)[1] is not None
+        evaluation = (objective.objective if over else objective).evaluate(encoding, "hi")
         cached = {"architecture": text, "fingerprint": fingerprint, "value": evaluation.value, "status": evaluation.status}
         path.write_text(json.dumps(cached))
     return (text, float(cached["value"])) if cached.get("status") == "ok" else None
@@ -232,8 +234,11 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
     if goals is not None:
         objective = cost_aware_objective(cfg, objective, space, goals)
         log.info("goals: %s", goals.describe())
+    reference_breach = None
     if cfg.get("reference"):
-        space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
+        reference = space.parse(cfg.reference)  # a malformed reference must stop the run before the search, not after
+        if isinstance(objective, CostAwareObjective) and (reference_breach := objective.over_budget(reference)[1]) is not None:
+            log.warning("the reference architecture is over the budget (%s): it is trained outside the budget, as the yardstick, and is not a candidate", reference_breach)
     priors = parse_priors(space, cfg.get("initial"))
     if trains_candidates(cfg.objective):
         check_image_size(cfg, space)
@@ -311,7 +316,7 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
         "resumed_evaluations": history.replayed,
         "cost": history.cost,
         "median_value": median_value(records),
-        "reference": {"architecture": reference[0], "value": reference[1]} if reference else None,
+        "reference": {"architecture": reference[0], "value": reference[1], "over_budget": reference_breach} if reference else None,
         "twins_reused": sum(TWIN_OF in e.metrics for e in history.evaluations),
         "winner_origin": prior_origin(strategy, best[0].encoding) if best else None,
     }
@@ -332,6 +337,8 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
         print(f"Best value: {summary['best_value']:.4f} after {summary['evaluations']} evaluations (cost {summary['cost']:g} full evaluations)")
         for line in search_gain_lines(records[history.trials.index(best[0])], records, reference):
             print(line)
+        if reference and reference_breach:
+            print(f"  the reference is over the budget ({reference_breach}); the search kept within it")
         if priors:
             found = {PRIOR: "is one of the priors", NEAR_PRIOR: "is a neighbour of a prior"}.get(summary["winner_origin"], "was found by the search, not given as a prior")
             print(f"  the winner {found} (initial={len(priors)} priors)")

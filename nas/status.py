@@ -25,6 +25,7 @@ from nas.cli import user_errors
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.progress import format_duration
+from nas.store import RunLock
 
 STORE_FILE = "store.sqlite"
 SUMMARY_FILE = "summary.json"
@@ -80,6 +81,7 @@ class RunState:
     summary: dict[str, Any] | None = None
     front: list[str] | None = None
     created_at: float | None = None
+    holder: dict[str, Any] | None = None  # the live search holding the directory (nas.store.RunLock.holder)
 
     @property
     def budget(self) -> float | None:
@@ -207,6 +209,7 @@ def read_run(run_dir: str | Path) -> RunState:
         summary=summary,
         front=list(front) if isinstance(front, list) else None,
         created_at=float(created) if created else None,
+        holder=RunLock.holder(run_dir),
     )
 
 
@@ -251,12 +254,12 @@ def _choice(config: dict[str, Any], group: str) -> str | None:
 
 def status_report(state: RunState, top: int = 10) -> StatusReport:
     """The summary of ``state``, with the ``top`` best architectures."""
-    if state.finished:
+    if state.holder is not None:
+        label = f"running (pid {state.holder['pid']} on host {state.holder['host']})"
+    elif state.finished:
         label = "finished"
-    elif state.running:
-        label = "running (or interrupted: rerun the search's command to resume it)"
     else:
-        label = "in progress or interrupted"
+        label = "interrupted: no search holds the directory; rerun the search's command to resume it"
     finished_times = [e.finished_at for e in state.evaluations if e.finished_at is not None]
     start = state.created_at or (min(e.started_at for e in state.evaluations) if state.evaluations else None)
     end = time.time() if not state.finished else (max(finished_times) if finished_times else None)

@@ -163,6 +163,27 @@ class RunLock:
         handle.flush()
         self._file = handle
 
+    @classmethod
+    def holder(cls, directory: str | Path) -> dict[str, Any] | None:
+        """``{"pid", "host", "started"}`` of the search holding ``directory``, read without
+        touching the lock; ``None`` when no live process holds it (a search killed with -9
+        leaves its record behind, but its pid is gone). A holder on another host is taken
+        to be alive."""
+        path = Path(directory) / cls.FILE
+        try:
+            info = json.loads(path.read_text())
+            pid, host = int(info["pid"]), str(info["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # no lock file, or released (emptied)
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass  # alive, another user's
+        return info
+
     def release(self) -> None:
         if self._file is not None:
             self._file.truncate(0)

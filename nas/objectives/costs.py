@@ -64,13 +64,21 @@ class CostAwareObjective:
             out.update(self.measured(encoding))
         return out
 
-    def evaluate(self, encoding: Encoding, fidelity: str = HIGH_FIDELITY) -> Evaluation:
+    def over_budget(self, encoding: Encoding) -> tuple[dict[str, float], str | None]:
+        """The costs of one architecture known before training, and why it breaks a budget
+        (``"flops_m 20.1; budget flops_m<=16"``), or ``None`` when it meets them all."""
         costs = self.costs(encoding)
         # A cost no table holds (NaN) is unknown, not over budget: such a candidate is trained.
         broken = [str(c) for c in self.goals.constraints if not math.isnan(costs.get(c.name, math.nan)) and not bool(c.satisfied(torch.tensor([costs[c.name]], dtype=torch.float64))[0])]
-        if broken:
-            measured = ", ".join(f"{name} {costs[name]:.4g}" for name in dict.fromkeys(c.name for c in self.goals.constraints if c.name in costs))
-            return Evaluation(value=math.nan, cost=0.0, status="failed", metrics=costs, error=f"over budget before training ({measured}; budget {', '.join(broken)})")
+        if not broken:
+            return costs, None
+        measured = ", ".join(f"{name} {costs[name]:.4g}" for name in dict.fromkeys(c.name for c in self.goals.constraints if c.name in costs))
+        return costs, f"{measured}; budget {', '.join(broken)}"
+
+    def evaluate(self, encoding: Encoding, fidelity: str = HIGH_FIDELITY) -> Evaluation:
+        costs, breach = self.over_budget(encoding)
+        if breach is not None:
+            return Evaluation(value=math.nan, cost=0.0, status="failed", metrics=costs, error=f"over budget before training ({breach})")
         evaluation = self.objective.evaluate(encoding, fidelity)
         metrics = {**evaluation.metrics, **costs, self.value_name: evaluation.value}
         return Evaluation(value=evaluation.value, cost=evaluation.cost, status=evaluation.status, metrics=metrics, error=evaluation.error)

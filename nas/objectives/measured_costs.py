@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from nas.cost_table import network_costs
+from models.reparam import reparameterize_model
+from nas.cost_table import module_costs
 from nas.errors import NASError
 from nas.latency_table import Runnable, check_device, measure_with_reference, runnable
 from nas.space import Encoding, SearchSpace
@@ -98,8 +99,11 @@ class MeasuredCosts:
 
     def _measure(self, encoding: Encoding, columns: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
+        # One network, fused once, serves every column.
+        model = self.space.to_module(encoding)
+        fused = reparameterize_model(model)
         if "flops_m" in columns or "params_m" in columns:
-            flops_m, params_m = network_costs(self.space, torch.tensor([encoding], dtype=torch.long))[0].tolist()
+            flops_m, params_m = module_costs(model, fused, self.space.sample_input(1))
             out.update(flops_m=flops_m, params_m=params_m)
         if "latency_ms" in columns:
             sample = self.space.sample_input(1).to(self.input_device)
@@ -107,7 +111,7 @@ class MeasuredCosts:
                 # A fixed network timed beside every candidate: the protocol's yardstick of contention.
                 first = tuple(self.space.sample(1, torch.Generator().manual_seed(0))[0].tolist())
                 self._reference = runnable(self.space.to_module(first), self.device, sample)
-            result = measure_with_reference(runnable(self.space.to_module(encoding), self.device, sample), self._reference, sample, quietest_reference_ms=self._quietest, **self.protocol)
+            result = measure_with_reference(runnable(fused, self.device, sample, fused=True), self._reference, sample, quietest_reference_ms=self._quietest, **self.protocol)
             out["latency_ms"] = result.latency_ms
             log.debug("latency of %s: %.3f ms (IQR %.3f, %d rounds measured again)", self.space.to_string(encoding), result.latency_ms, result.latency_iqr_ms, result.discarded_rounds)
         return {c: out[c] for c in columns}

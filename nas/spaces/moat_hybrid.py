@@ -56,7 +56,7 @@ from torch import nn
 from models.backbone import BackboneSpec, HybridBackbone, StageSpec, build_block
 from nas.errors import NASError
 from nas.space import Encoding
-from nas.spaces.common import KeyValueSpace, check_resolution, check_stem_stride
+from nas.spaces.common import KeyValueSpace, check_resolution, check_stem_stride, check_widths
 
 MINIBLOCKS: tuple[str, ...] = ("mbconv_se", "mbconv", "attention", "mlp", "zero")
 _BACKBONE_BLOCKS = {"mbconv_se": "mbconv_se", "mbconv": "mbconv", "attention": "self_attention", "mlp": "mlp"}
@@ -153,16 +153,17 @@ class MoatHybridSpace(KeyValueSpace):
         resolution: int = 224,
         stem_stride: int | None = None,
     ) -> None:
-        self.widths, self.depths = tuple(widths), tuple(depths)
-        if len(self.widths) != 4 or len(self.depths) != 4:
-            raise NASError(f"Search space 'moat_hybrid' has 4 stages; got widths {self.widths} and depths {self.depths}.")
+        self.widths = check_widths(self.name, widths)
+        self.depths = tuple(depths) if isinstance(depths, Sequence) and not isinstance(depths, str) else ()
+        if len(self.depths) != 4:
+            raise NASError(f"Search space 'moat_hybrid' has 4 stages; got depths {depths!r}.")
         for width in self.widths:
-            if not isinstance(width, int) or width < 1 or width % head_dim or width % se_reduction:
+            if width % head_dim or width % se_reduction:
                 raise NASError(
                     f"Search space 'moat_hybrid' needs stage widths divisible by head_dim={head_dim} and "
                     f"se_reduction={se_reduction}, got width {width!r}."
                 )
-        if any(not isinstance(d, int) or d < 1 for d in self.depths):
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.depths):
             raise NASError(f"Search space 'moat_hybrid' needs at least one cell per stage, got depths {self.depths}.")
         self.head_dim, self.expansion, self.se_reduction, self.mlp_ratio = head_dim, expansion, se_reduction, mlp_ratio
         self.resolution = check_resolution(self.name, resolution)

@@ -11,7 +11,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
+from nas.cost_table import network_costs
 from nas.errors import NASError
+from nas.objectives.table import TableObjective
 from nas.latency_table import check_device, measure_with_reference, write_latency_table
 from nas.columns import load_columns
 from nas.export import select_evaluations
@@ -96,8 +98,14 @@ def test_measured_latency_is_cached_per_architecture_and_device(tmp_path: Path, 
     small = NB201Space(channels=4, cells_per_stage=1, resolution=8)
     code = tuple(small.all_codes[1234].tolist())
     protocol = {"rounds": 2, "repetitions": 2, "warmup": 1}
+    built: list[tuple[int, ...]] = []
+    to_module = NB201Space.to_module
+    monkeypatch.setattr(NB201Space, "to_module", lambda self, encoding, *a, **k: built.append(tuple(encoding)) or to_module(self, encoding, *a, **k))
     first = MeasuredCosts(small, ["latency_ms", "flops_m"], cache_dir=tmp_path, **protocol)(code)
     assert first["latency_ms"] > 0 and first["flops_m"] > 0
+    assert built.count(code) == 1  # one network serves every cost (the other one built is the protocol's reference)
+    assert first["flops_m"] == pytest.approx(float(network_costs(small, torch.tensor([code]))[0, 0]))
+    monkeypatch.undo()
     # A new search (a new process) reads the cache: no network is built again.
     monkeypatch.setattr(NB201Space, "to_module", lambda *_: (_ for _ in ()).throw(AssertionError("measured twice")))
     assert MeasuredCosts(small, ["latency_ms", "flops_m"], cache_dir=tmp_path, **protocol)(code) == first
@@ -180,3 +188,12 @@ def test_latency_head_completes_a_sampled_table_and_reports_its_error(nb201: NB2
     from scipy.stats import spearmanr
 
     assert spearmanr(predicted[rest].numpy(), flops[rest].numpy()).statistic > 0.8
+
+
+def test_a_reference_over_the_budget_is_said_so_and_still_trained_as_the_yardstick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reference = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"  # the ResNet-like cell: 1.1 M parameters
+    summary = run(_config(*TABLE_SEARCH, "strategy=random_front", "objectives=[accuracy:max]", "constraints={params_m:0.4}", "budget=5", f"reference='{reference}'", f"output_dir={tmp_path}"))
+    expected = float(TableObjective(NB201Space(), "package://nb201/cifar10.csv", "test_acc").evaluate(NB201Space().parse(reference)).value)
+    assert summary["reference"]["value"] == pytest.approx(expected)
+    assert summary["reference"]["over_budget"].startswith("params_m 1.") and summary["reference"]["over_budget"].endswith("budget params_m<=0.4")
+    assert "the reference is over the budget (params_m 1." in capsys.readouterr().out

@@ -90,6 +90,10 @@ def test_widths_must_suit_the_attention_heads_and_se() -> None:
         MoatHybridSpace(widths=(32, 48, 128, 256))
     with pytest.raises(NASError, match="4 stages"):
         MoatHybridSpace(depths=(2, 3, 7))
+    # The widths every space checks: four positive whole numbers (config typos included).
+    for widths in ((32, 64, 128), "32,64,128,256", (32, 64, True, 256), (32, 64, 128.0, 256), 64):
+        with pytest.raises(NASError, match=r"Search space 'moat_hybrid' needs 4 positive integer stage widths, got"):
+            MoatHybridSpace(widths=widths)  # type: ignore[arg-type]
 
 
 def _shapes(module: torch.nn.Module) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,7 +50,8 @@ def test_status_of_a_running_search_in_another_process(tmp_path: Path) -> None:
     finally:
         search.terminate()
         out, err = search.communicate(timeout=60)
-    assert report.state.startswith("running")
+    assert report.state == f"running (pid {search.pid} on host {socket.gethostname()})"  # from the directory's lock, not a guess
+    assert status_report(read_run(run_dir)).state.startswith("interrupted: no search holds the directory")
     assert report.evaluations >= 3 and report.budget == 200 and 3 <= report.cost < 200
     assert report.top and report.top[0]["value"] == max(row["value"] for row in report.top)
     assert report.seconds_left is not None and report.seconds_left > 0
