@@ -201,11 +201,22 @@ class EnsembleSurrogate:
         return out
 
     def _start_from_metric_head(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str) -> None:
-        """Initialise the ``fidelity`` head from the metric head that ranks the observations best."""
+        """Initialise the ``fidelity`` head from the metric head that ranks the observations
+        best, among those that rank them the right way round (positive Spearman correlation).
+
+        A head anti-correlated with a handful of observations is never copied, negated or not:
+        on a few points that is as likely noise as signal, and a negated metric that happens
+        to fit them would send the search the wrong way. With no positive head, the head
+        starts fresh.
+        """
         correlations = self.metric_correlations(codes, values)
-        head = max(correlations, key=lambda h: abs(correlations[h]))
-        self.ensemble.copy_head(head, fidelity, sign=1.0 if correlations[head] >= 0 else -1.0)
-        log.debug("objective head %s starts from %s (Spearman %.2f on %d observations)", fidelity, head, correlations[head], values.numel())
+        positive = {head: rho for head, rho in correlations.items() if rho > 0}
+        if not positive:
+            log.debug("objective head %s starts fresh: no metric head ranks the %d observations positively", fidelity, values.numel())
+            return
+        head = max(positive, key=positive.__getitem__)
+        self.ensemble.copy_head(head, fidelity)
+        log.debug("objective head %s starts from %s (Spearman %.2f on %d observations)", fidelity, head, positive[head], values.numel())
 
     def normalise(self, values: torch.Tensor, fidelity: str = "hi") -> torch.Tensor:
         """Map objective values to the units the ensemble is trained in (see ``target_transform``)."""

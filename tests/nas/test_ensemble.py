@@ -89,3 +89,26 @@ def test_target_transforms_preserve_order(nb201: NB201Space, transform: str) -> 
     assert torch.equal(torch.argsort(z), torch.argsort(values))
     if transform == "copula":  # ranks, not distances: the outlier at 10 does not squash the top
         assert torch.allclose(z.sort().values, -z.sort().values.flip(0), atol=1e-5)
+
+
+def test_the_objective_head_starts_from_a_positively_correlated_metric_head_only(nb201: NB201Space, small_zero_cost: ZeroCostData) -> None:
+    surrogate = EnsembleSurrogate(nb201, members=2, trunk=(16,), head_hidden=8, pretraining="simultaneous", pretrain_epochs=3, head_init="best_metric", seed=0)
+    surrogate.pretrain(small_zero_cost)
+    codes = small_zero_cost.codes[:12]
+    x = nb201.features(codes)
+    params = surrogate.ensemble.predict(x, "metric:params").mean(0)
+    # Observations that rank exactly against the params head: negating a head is never a start.
+    anti = -params.double()
+    rho = surrogate.metric_correlations(codes, anti)
+    start = max((h for h in rho if rho[h] > 0), key=rho.__getitem__, default=None)
+    fresh = surrogate.ensemble.predict(x, "hi")
+    surrogate._start_from_metric_head(codes, anti, "hi")
+    if start is None:
+        assert torch.equal(surrogate.ensemble.predict(x, "hi"), fresh)  # left as initialised
+    else:
+        assert start != "metric:params" and torch.equal(surrogate.ensemble.predict(x, "hi"), surrogate.ensemble.predict(x, start))
+    # Observations ranked like the params head start from a positively correlated head.
+    surrogate._start_from_metric_head(codes, params.double(), "lo")
+    rho = surrogate.metric_correlations(codes, params.double())
+    best = max(rho, key=rho.__getitem__)
+    assert rho[best] > 0.99 and torch.equal(surrogate.ensemble.predict(x, "lo"), surrogate.ensemble.predict(x, best))
