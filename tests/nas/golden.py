@@ -102,7 +102,7 @@ def fronts() -> dict[str, Any]:
 
 
 def asynchronous() -> dict[str, Any]:
-    from nas.async_benchmark import SimulatedExecutor, make_strategy, simulated_seconds
+    from nas.bench.asynchronous import SimulatedExecutor, make_strategy, simulated_seconds
     from nas.objectives.table import TableObjective
     from nas.search import run_search
     from nas.spaces import build_space

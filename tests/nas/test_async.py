@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from nas.async_benchmark import SimulatedExecutor, simulated_seconds
+from nas.bench.asynchronous import SimulatedExecutor, simulated_seconds
 from nas.errors import NASError
 from nas.executors import LocalExecutor, ProcessExecutor, RayExecutor, SlurmExecutor, device_groups
 from nas.objectives.base import Evaluation

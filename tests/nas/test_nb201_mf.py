@@ -12,11 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from nas.benchmark import run_benchmark
-from nas.benchmark_mf import CostRecord, best_by_cost, markdown_report, record_of
+from nas.bench.multifidelity import CostRecord, best_by_cost, markdown_report, record_of
 from nas.cli import user_error_of
 from nas.errors import NASError
 from nas.fidelity import FidelitySchedule
-from nas.mf_peers import CostTracker
+from nas.bench.mf_peers import CostTracker
 from nas.objectives import TableObjective
 from nas.paths import resolve_path
 from nas.search import run_search

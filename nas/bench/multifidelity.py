@@ -20,7 +20,7 @@ With ``agreement_epochs`` set and an objective that predicts any architecture at
 one (:func:`fidelity_agreement`): what any multi-fidelity strategy can gain on it.
 
 Strategies are the framework's (``strategies``, any ``nas.strategies`` config) and the
-external peers of :mod:`nas.mf_peers` (``peers``), side by side on the same objective.
+external peers of :mod:`nas.bench.mf_peers` (``peers``), side by side on the same objective.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from nas.bench.journal import Journal, task_fingerprint
 from nas.cli import configure_threads
 from nas.errors import NASError
 from nas.lifecycle import worker_pool
-from nas.mf_peers import NEEDS_CONTINUATION, PEERS, CostEvent, CostTracker, run_peer
+from nas.bench.mf_peers import NEEDS_CONTINUATION, PEERS, CostEvent, CostTracker, run_peer
 from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
 from nas.objectives.table import TableObjective
 from nas.progress import track_runs
