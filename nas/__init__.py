@@ -23,6 +23,10 @@ __all__ = ["NASError"]
 MOVED_MODULES = {
     "nas.benchmark_mf": "nas.bench.multifidelity",
     "nas.mf_peers": "nas.bench.mf_peers",
+    "nas.zero_cost": "nas.costs.zero_cost",
+    "nas.proxies": "nas.costs.proxies",
+    "nas.columns": "nas.costs.columns",
+    "nas.objectives.measured_costs": "nas.costs.measured",
 }
 
 

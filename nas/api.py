@@ -37,7 +37,7 @@ from nas.store import RunLock, Store
 from nas.strategies import BayesianOptimization
 from nas.strategies.multifidelity import MultiFidelityBO
 from nas.surrogate import EnsembleSurrogate
-from nas.zero_cost import ZeroCostData, compute_zero_cost
+from nas.costs.zero_cost import ZeroCostData, compute_zero_cost
 
 _FORMAT = "nas-search-space/1"
 #: Surrogate settings of a preprocessed space (the compact default ensemble).

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from nas.cli import configure_threads, user_errors
 from nas.spaces import build_space
-from nas.zero_cost import finite_share, zero_cost_from_config
+from nas.costs.zero_cost import finite_share, zero_cost_from_config
 
 
 def precompute(cfg: DictConfig) -> Path:

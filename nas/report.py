@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from nas.fidelity import HIGH_FIDELITY
 from nas.stats import spearman
-from nas.strategies.base import HIGH_FIDELITY
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -19,12 +19,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads, quote_comparisons, user_errors
-from nas.columns import load_columns
+from nas.costs.columns import load_columns
 from nas.errors import NASError, positive_number, whole_number
 from nas.front import FRONT_PNG, front_of, front_plot, front_table
 from nas.goals import Goals
 from nas.objectives.costs import CostAwareObjective
-from nas.objectives.measured_costs import MEASURABLE, MeasuredCosts
+from nas.costs.measured import MEASURABLE, MeasuredCosts
 from nas.paths import resolve_path
 from nas.progress import (
     SearchProgress,
@@ -32,7 +32,7 @@ from nas.progress import (
     estimate_epoch_seconds,
     format_duration,
 )
-from nas.proxies import dataset_batch
+from nas.costs.proxies import dataset_batch
 from nas.report import (
     EvaluationRecord,
     median_value,
@@ -54,7 +54,7 @@ from nas.strategies.priors import (
     parse_priors,
     prior_origin,
 )
-from nas.zero_cost import zero_cost_from_config, zero_cost_ready
+from nas.costs.zero_cost import zero_cost_from_config, zero_cost_ready
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     whole_number("seed", cfg.seed)
     positive_number("budget (in full evaluations)", cfg.budget)
     configure_threads(None if cfg.threads is None else whole_number("threads", cfg.threads, minimum=1))
-    with RunLock(cfg.output_dir):
-        return _run_held(cfg, Path(cfg.output_dir))
+    output = Path(cfg.output_dir)
+    created = not output.exists()
+    try:
+        with RunLock(output):
+            return _run_held(cfg, output)
+    except NASError:
+        # Refused before anything ran: leave no run directory behind, only to hold the lock.
+        if created and [p.name for p in output.iterdir()] == [RunLock.FILE]:
+            (output / RunLock.FILE).unlink()
+            output.rmdir()
+        raise
 
 
 def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:

@@ -35,10 +35,11 @@ import torch
 
 from nas.errors import NASError
 from nas.executors import Arrival, Executor, LocalExecutor, Pool
+from nas.fidelity import HIGH_FIDELITY
 from nas.objectives.base import Evaluation, Objective
 from nas.space import Encoding
 from nas.store import Store, StoredAsk, StoredEvaluation
-from nas.strategies.base import HIGH_FIDELITY, Strategy, Trial
+from nas.strategies.base import Strategy, Trial
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from nas.space import Encoding, SearchSpace
 from nas.spaces import build_space
 from nas.stats import reach_table, seeds_mean_se, spearman
 from nas.strategies import instantiate_strategy
-from nas.zero_cost import ZeroCostData, zero_cost_from_config
+from nas.costs.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
 

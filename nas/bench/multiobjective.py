@@ -39,7 +39,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import configure_threads
-from nas.columns import load_columns
+from nas.costs.columns import load_columns
 from nas.errors import NASError
 from nas.goals import Goals
 from nas.lifecycle import worker_pool
@@ -50,7 +50,7 @@ from nas.space import SearchSpace
 from nas.spaces import build_space
 from nas.stats import mean_se, reach_cells
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
-from nas.zero_cost import ZeroCostData, zero_cost_from_config
+from nas.costs.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class FrontTruth:
 
     Args:
         space: the enumerable space of the table.
-        columns: name -> ``N`` values (see :func:`nas.columns.load_columns`).
+        columns: name -> ``N`` values (see :func:`nas.costs.columns.load_columns`).
         goals: the objectives and constraints scored.
 
     Attributes:

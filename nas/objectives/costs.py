@@ -11,7 +11,7 @@ from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.goals import Goals
 from nas.objectives.base import Evaluation, Objective
-from nas.objectives.measured_costs import MeasuredCosts
+from nas.costs.measured import MeasuredCosts
 from nas.space import Encoding, SearchSpace
 
 #: The name goals use for the wrapped objective's own value.
@@ -29,7 +29,7 @@ class CostAwareObjective:
             named ``accuracy`` or after the objective's column.
         columns: cost columns of the space's cost tables (FLOPs, parameters, a device's
             latency), name -> ``N`` values over ``space.all_codes`` (see
-            :func:`nas.columns.load_columns`).
+            :func:`nas.costs.columns.load_columns`).
         measured: costs measured on each candidate's fused network before it is trained
             (for goal columns no table holds).
 

@@ -22,7 +22,7 @@ import torch
 from nas.errors import NASError
 from nas.spaces import SPACES, build_space
 from nas.surrogate import EnsembleSurrogate
-from nas.zero_cost import compute_zero_cost
+from nas.costs.zero_cost import compute_zero_cost
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from nas.strategies.baselines import LocalSearch, RandomSearch, RegularizedEvolu
 from nas.strategies.bo import BayesianOptimization
 from nas.strategies.hyperband import Hyperband, SuccessiveHalving
 from nas.strategies.multifidelity import MultiFidelityBO, MultiFidelityStrategy
-from nas.zero_cost import ZeroCostData
+from nas.costs.zero_cost import ZeroCostData
 
 __all__ = ["Strategy", "RandomSearch", "RegularizedEvolution", "LocalSearch", "BayesianOptimization", "instantiate_strategy"]
 __all__ += ["Hyperband", "MultiFidelityBO", "MultiFidelityStrategy", "SuccessiveHalving"]

@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from nas.fidelity import HIGH_FIDELITY
 from nas.space import Encoding, SearchSpace
+from nas.trial import Trial
 
 if TYPE_CHECKING:
-    from nas.objectives.base import Evaluation
-
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One evaluation to run: an architecture at a fidelity."""
-
-    encoding: Encoding
-    fidelity: str = HIGH_FIDELITY
+    from nas.trial import Evaluation
 
 
 class Strategy(ABC):

@@ -7,11 +7,12 @@ from typing import Any
 import torch
 
 from nas.acquisition import check_acquisition, select_batch
+from nas.costs.zero_cost import ZeroCostData
 from nas.errors import NASError
+from nas.fidelity import HIGH_FIDELITY
 from nas.space import Encoding, SearchSpace
-from nas.strategies.base import HIGH_FIDELITY, Strategy
+from nas.strategies.base import Strategy
 from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
-from nas.zero_cost import ZeroCostData
 
 SurrogateFactory = Callable[..., EnsembleSurrogate]
 INITIAL_DESIGNS = ("random", "spread", "warmup")

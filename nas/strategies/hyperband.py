@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nas.errors import NASError
 from nas.fidelity import FidelitySchedule
-from nas.objectives.base import Evaluation
+from nas.trial import Evaluation
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Trial
 from nas.strategies.multifidelity import MultiFidelityStrategy

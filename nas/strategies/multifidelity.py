@@ -16,7 +16,7 @@ import torch
 
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key, fidelity_metric_key
-from nas.objectives.base import Evaluation
+from nas.trial import Evaluation
 from nas.space import Encoding, SearchSpace
 from nas.stats import spearman_lower_bound
 from nas.strategies.base import Strategy, Trial

@@ -26,10 +26,10 @@ from nas.strategies.base import Strategy, Trial
 from nas.strategies.bo import SurrogateFactory, SurrogateGuided
 from nas.strategies.optuna_peer import OptunaStrategy
 from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
-from nas.zero_cost import ZeroCostData
+from nas.costs.zero_cost import ZeroCostData
 
 if TYPE_CHECKING:
-    from nas.objectives.base import Evaluation
+    from nas.trial import Evaluation
 
 
 def instantiate_front_strategy(cfg: Any, space: SearchSpace, seed: int, goals: Goals, known: KnownCosts | None, zero_cost: ZeroCostData | None = None) -> MultiObjectiveStrategy:
@@ -52,7 +52,7 @@ class KnownCosts:
     Args:
         space: the space (enumerable).
         columns: name -> ``N`` values aligned with ``space.all_codes`` (a table's columns,
-            see :func:`nas.columns.load_columns`).
+            see :func:`nas.costs.columns.load_columns`).
     """
 
     def __init__(self, space: SearchSpace, columns: Mapping[str, torch.Tensor]) -> None:

@@ -27,7 +27,7 @@ from nas.acquisition import select_batch
 from nas.objectives.table import TableObjective
 from nas.paths import resolve_path
 from nas.spaces.nb201 import NB201Space
-from nas.zero_cost import ZeroCostData
+from nas.costs.zero_cost import ZeroCostData
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 

@@ -14,11 +14,11 @@ from typing import Sequence
 import torch
 
 from nas.errors import NASError
-from nas.proxies import PROXIES
+from nas.costs.proxies import PROXIES
 from nas.space import SearchSpace
 from nas.stats import spearman
 from nas.surrogate.ensemble import AuxiliaryTask, DeepEnsemble
-from nas.zero_cost import ZeroCostData, rank_normalise
+from nas.costs.zero_cost import ZeroCostData, rank_normalise
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from nas.objectives import TableObjective
 from nas.spaces import build_space
 from nas.spaces.nb201 import NB201Space
-from nas.zero_cost import ZeroCostData, compute_zero_cost
+from nas.costs.zero_cost import ZeroCostData, compute_zero_cost
 
 TABLE = "package://nb201/cifar10.csv"
 

@@ -41,7 +41,7 @@ def tabular() -> dict[str, Any]:
     from nas.search import run_search
     from nas.spaces import build_space
     from nas.strategies import instantiate_strategy
-    from nas.zero_cost import zero_cost_from_config
+    from nas.costs.zero_cost import zero_cost_from_config
 
     cfg = _config("benchmark", *FAST_ENSEMBLE)
     space = build_space(**cfg.searchspace)
@@ -60,7 +60,7 @@ def multi_fidelity() -> dict[str, Any]:
     from nas.search import run_search
     from nas.spaces import build_space
     from nas.strategies import instantiate_strategy
-    from nas.zero_cost import zero_cost_from_config
+    from nas.costs.zero_cost import zero_cost_from_config
 
     cfg = _config("benchmark", "benchmark=nb201_mf", *FAST_ENSEMBLE)
     space = build_space(**cfg.searchspace)
@@ -75,11 +75,11 @@ def multi_fidelity() -> dict[str, Any]:
 
 
 def fronts() -> dict[str, Any]:
-    from nas.columns import load_columns
+    from nas.costs.columns import load_columns
     from nas.goals import Goals
     from nas.spaces import build_space
     from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
-    from nas.zero_cost import zero_cost_from_config
+    from nas.costs.zero_cost import zero_cost_from_config
 
     cfg = _config("benchmark", *FAST_ENSEMBLE)
     space = build_space(**cfg.searchspace)

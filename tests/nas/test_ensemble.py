@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from nas.errors import NASError
 from nas.spaces.nb201 import NB201Space
 from nas.surrogate import DeepEnsemble, EnsembleSurrogate
-from nas.zero_cost import ZeroCostData
+from nas.costs.zero_cost import ZeroCostData
 
 
 def _member_forward(ensemble: DeepEnsemble, member: int, x: torch.Tensor, head: str) -> torch.Tensor:

@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from nas.cost_table import network_costs
+from nas.costs.flops import network_costs
 from nas.errors import NASError
 from nas.objectives.table import TableObjective
-from nas.latency_table import check_device, measure_with_reference, write_latency_table
-from nas.columns import load_columns
+from nas.costs.latency import check_device, measure_with_reference, write_latency_table
+from nas.costs.columns import load_columns
 from nas.export import select_evaluations
 from nas.run import run
 from nas.status import read_run
@@ -93,7 +93,7 @@ def test_a_budget_no_candidate_meets_ends_the_search_after_a_bounded_number_of_r
 
 
 def test_measured_latency_is_cached_per_architecture_and_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas.objectives.measured_costs import MeasuredCosts
+    from nas.costs.measured import MeasuredCosts
 
     small = NB201Space(channels=4, cells_per_stage=1, resolution=8)
     code = tuple(small.all_codes[1234].tolist())
@@ -165,7 +165,7 @@ def test_latency_table_is_a_cost_table(tmp_path: Path, nb201: NB201Space, device
 
 
 def test_onnxruntime_runs_the_fused_network_it_times() -> None:
-    from nas.latency_table import runnable
+    from nas.costs.latency import runnable
 
     small = NB201Space(channels=4, cells_per_stage=1, resolution=8)
     network = small.to_module(tuple(small.all_codes[4321].tolist())).eval()

@@ -17,7 +17,7 @@ from nas.spaces.nb201 import NB201Space
 from nas.strategies import MultiFidelityBO, RandomSearch
 from nas.strategies.base import Trial
 from nas.surrogate import EnsembleSurrogate
-from nas.zero_cost import ZeroCostData
+from nas.costs.zero_cost import ZeroCostData
 
 TABLE = "package://nb201/cifar10.csv"
 #: NAS-Bench-201's 12 of 200 epochs, as the table objective's defaults.

@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from nas.bench.multiobjective import FrontTruth, run_front_benchmark
 from nas.benchmark import run_benchmark
-from nas.columns import load_columns
-from nas.cost_table import cost_classes, network_costs
+from nas.costs.columns import load_columns
+from nas.costs.flops import cost_classes, network_costs
 from nas.errors import NASError
 from nas.goals import Goals
 from nas.paths import resolve_path
@@ -225,7 +225,7 @@ def test_a_twin_of_each_front_point_finds_the_front_by_function_only(nb201: NB20
 def test_ensemble_bo_finds_more_of_the_front_than_random(nb201: NB201Space, columns: dict[str, torch.Tensor]) -> None:
     """The product's setting (FLOPs known, the shipped zero-cost pretraining), on the same seeds."""
     from nas.surrogate.model import EnsembleSurrogate
-    from nas.zero_cost import ZeroCostData
+    from nas.costs.zero_cost import ZeroCostData
 
     zero_cost = ZeroCostData.load(resolve_path("package://nb201/zero_cost.safetensors"), nb201)
     goals = Goals.parse(["test_acc:max", "flops_m:min"], known=["flops_m"])

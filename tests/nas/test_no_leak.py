@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from nas.columns import load_columns
+from nas.costs.columns import load_columns
 from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY
 from nas.goals import Goals
 from nas.objectives.table import TableObjective
@@ -25,7 +25,7 @@ from nas.spaces.nb201 import NB201Space
 from nas.strategies import instantiate_strategy
 from nas.strategies.base import Strategy
 from nas.strategies.multiobjective import instantiate_front_strategy
-from nas.zero_cost import ZeroCostData, zero_cost_from_config
+from nas.costs.zero_cost import ZeroCostData, zero_cost_from_config
 from tests.nas.test_search_benchmark import CONFIGS
 
 FAST_ENSEMBLE = ["ensemble.trunk=[32,32]", "ensemble.head_hidden=32", "ensemble.fit_epochs=3", "ensemble.members=3", "ensemble.pretrain_epochs=3"]

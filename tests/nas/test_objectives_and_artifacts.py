@@ -10,7 +10,7 @@ from models.profiling import count_parameters
 from nas.errors import NASError
 from nas.objectives import TableObjective
 from nas.spaces.nb201 import NB201Space
-from nas.zero_cost import ZeroCostData, load_or_compute_zero_cost
+from nas.costs.zero_cost import ZeroCostData, load_or_compute_zero_cost
 
 NB201_OPTIMUM = 94.3733
 OPTIMUM_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"

@@ -11,10 +11,10 @@ from scipy.stats import spearmanr
 
 from nas.errors import NASError
 from nas.objectives import TableObjective
-from nas.proxies import PROXIES, compute_proxies, gaussian_batch
+from nas.costs.proxies import PROXIES, compute_proxies, gaussian_batch
 from nas.spaces.nb201 import NB201Space
 from nas.surrogate import EnsembleSurrogate
-from nas.zero_cost import ZeroCostData, compute_zero_cost, load_or_compute_zero_cost, rank_normalise, zero_cost_from_config
+from nas.costs.zero_cost import ZeroCostData, compute_zero_cost, load_or_compute_zero_cost, rank_normalise, zero_cost_from_config
 
 ALL_NONE = (0, 0, 0, 0, 0, 0)
 ALL_CONV = (3, 3, 3, 3, 3, 3)

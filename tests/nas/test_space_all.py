@@ -13,7 +13,7 @@ from models.reparam import reparameterize_model
 from nas.errors import NASError
 from nas.space import SearchSpace
 from nas.spaces import SPACES, build_space
-from nas.zero_cost import compute_zero_cost
+from nas.costs.zero_cost import compute_zero_cost
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NAMES = ("mobileone", "swiftformer_hybrid", "moat_hybrid", "attention")

@@ -14,7 +14,7 @@ from nas.spaces.nb201 import NB201Space
 from nas.strategies import BayesianOptimization, LocalSearch, RandomSearch, RegularizedEvolution, Strategy
 from nas.strategies.optuna_peer import OptunaStrategy
 from nas.surrogate import EnsembleSurrogate
-from nas.zero_cost import ZeroCostData
+from nas.costs.zero_cost import ZeroCostData
 
 CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 

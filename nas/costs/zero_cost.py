@@ -4,7 +4,7 @@ Two kinds of metric, computed on networks built with ``space.to_module``:
 
 - costs of the fused network, from :mod:`models.profiling`: ``params``, ``flops``,
   ``latency_ms``, ``peak_memory_bytes``;
-- zero-cost proxies of the network at initialisation, from :mod:`nas.proxies`
+- zero-cost proxies of the network at initialisation, from :mod:`nas.costs.proxies`
   (``synflow``, ``naswot``, ``jacob_cov``, ``snip``, ``grad_norm``).
 
 The result is stored as a safetensors file: tensors plus JSON metadata, which loads
@@ -31,7 +31,7 @@ from models.reparam import reparameterize_model
 from nas.errors import NASError
 from nas.paths import resolve_path
 from nas.progress import track
-from nas.proxies import DATA_FREE_PROXIES, PROXIES, ProxyBatch, check_proxy_names, compute_proxies, gaussian_batch
+from nas.costs.proxies import DATA_FREE_PROXIES, PROXIES, ProxyBatch, check_proxy_names, compute_proxies, gaussian_batch
 from nas.space import SearchSpace
 
 log = logging.getLogger(__name__)

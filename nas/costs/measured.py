@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from models.reparam import reparameterize_model
-from nas.cost_table import module_costs
+from nas.costs.flops import module_costs
 from nas.errors import NASError
-from nas.latency_table import Runnable, check_device, measure_with_reference, runnable
+from nas.costs.latency import Runnable, check_device, measure_with_reference, runnable
 from nas.space import Encoding, SearchSpace
 
 log = logging.getLogger(__name__)
