@@ -27,6 +27,11 @@ MOVED_MODULES = {
     "nas.proxies": "nas.costs.proxies",
     "nas.columns": "nas.costs.columns",
     "nas.objectives.measured_costs": "nas.costs.measured",
+    "nas.mo_acquisition": "nas.acquisition.multiobjective",
+    "nas.pareto": "nas.acquisition.pareto",
+    "nas.goals": "nas.acquisition.goals",
+    "nas.front": "nas.report.front",
+    "nas.loggers": "nas.report.loggers",
 }
 
 

@@ -54,7 +54,7 @@ from nas.errors import NASError
 from nas.progress import progress_bar
 from nas.space import SearchSpace
 from nas.spaces import build_space
-from nas.status import RunEvaluation, RunState, read_run
+from nas.report.status import RunEvaluation, RunState, read_run
 from nas.train import EpochMetrics, ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
 from nas.train.data.base import DataSplits, InMemoryImages
 

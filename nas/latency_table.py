@@ -45,7 +45,7 @@ def predict_latencies(space: SearchSpace, codes: torch.Tensor, latencies: torch.
     """
     from scipy.stats import spearmanr
 
-    from nas.mo_acquisition import inverse_copula
+    from nas.acquisition.multiobjective import inverse_copula
     from nas.surrogate.model import EnsembleSurrogate
 
     def fit_and_predict(train: torch.Tensor, targets: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

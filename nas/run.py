@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from nas.cli import configure_threads, quote_comparisons, user_errors
 from nas.costs.columns import load_columns
 from nas.errors import NASError, positive_number, whole_number
-from nas.front import FRONT_PNG, front_of, front_plot, front_table
-from nas.goals import Goals
+from nas.report.front import FRONT_PNG, front_of, front_plot, front_table
+from nas.acquisition.goals import Goals
 from nas.objectives.costs import CostAwareObjective
 from nas.costs.measured import MEASURABLE, MeasuredCosts
 from nas.paths import resolve_path
@@ -43,7 +43,7 @@ from nas.report import (
 from nas.search import TWIN_OF, SearchHistory, run_search
 from nas.space import SearchSpace
 from nas.spaces import build_space
-from nas.status import read_run
+from nas.report.status import read_run
 from nas.store import RunLock, Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy

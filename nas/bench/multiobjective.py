@@ -41,9 +41,9 @@ from omegaconf import DictConfig, OmegaConf
 from nas.cli import configure_threads
 from nas.costs.columns import load_columns
 from nas.errors import NASError
-from nas.goals import Goals
+from nas.acquisition.goals import Goals
 from nas.lifecycle import worker_pool
-from nas.pareto import hypervolume, non_dominated, normalise_to_unit
+from nas.acquisition.pareto import hypervolume, non_dominated, normalise_to_unit
 from nas.paths import resolve_path
 from nas.progress import track_runs
 from nas.space import SearchSpace

@@ -9,7 +9,7 @@ import torch
 
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
-from nas.goals import Goals
+from nas.acquisition.goals import Goals
 from nas.objectives.base import Evaluation, Objective
 from nas.costs.measured import MeasuredCosts
 from nas.space import Encoding, SearchSpace

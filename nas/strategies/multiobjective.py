@@ -18,9 +18,9 @@ import torch
 
 from nas.acquisition import predictive, select_batch
 from nas.errors import NASError
-from nas.goals import Goals
-from nas.mo_acquisition import HYPERVOLUME_SCALES, check_mo_acquisition, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
-from nas.pareto import crowding_distance, non_dominated, non_dominated_ranks
+from nas.acquisition.goals import Goals
+from nas.acquisition.multiobjective import HYPERVOLUME_SCALES, check_mo_acquisition, copula_units, inverse_copula, probability_of_feasibility, select_front_batch
+from nas.acquisition.pareto import crowding_distance, non_dominated, non_dominated_ranks
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy, Trial
 from nas.strategies.bo import SurrogateFactory, SurrogateGuided
@@ -316,7 +316,7 @@ class OptunaMultiObjective(MultiObjectiveStrategy):
 class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
     """Bayesian optimisation of a front (or of one objective under budgets) with the deep
     ensemble: one head per column that is not known before training, sharing the
-    pretrained trunk; the acquisition of :mod:`nas.mo_acquisition` over the members'
+    pretrained trunk; the acquisition of :mod:`nas.acquisition.multiobjective` over the members'
     predictive distribution, exact values for known columns.
 
     Args:
@@ -324,7 +324,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
             (the ``ensemble`` config group), or a ready surrogate with one head per modelled column.
         acquisition: ``ehvi`` (two objectives; ParEGO beyond), ``parego``, ``pfi`` (the
             probability of improving the front), ``ehvi_pfi`` (slots alternate), see
-            :mod:`nas.mo_acquisition`, or ``auto``: ``ehvi_pfi`` for two objectives of
+            :mod:`nas.acquisition.multiobjective`, or ``auto``: ``ehvi_pfi`` for two objectives of
             which one is known before training, else ``ehvi``. A single
             objective is chosen by ``single_objective_acquisition`` (the engine's
             mono-objective scores) times the probability of meeting modelled budgets.
@@ -332,7 +332,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
             :class:`nas.strategies.BayesianOptimization`.
         draws: Monte-Carlo samples of the predictive distribution per candidate.
         hypervolume_scale: the scale of the acquisition's hypervolumes
-            (:data:`nas.mo_acquisition.HYPERVOLUME_SCALES`).
+            (:data:`nas.acquisition.multiobjective.HYPERVOLUME_SCALES`).
         skip_twins: never propose a twin of a member seen or pending, nor two twins in one
             batch: a member that computes the same function with the same known costs
             (:meth:`nas.space.SearchSpace.function_keys`), whose training would only

@@ -76,7 +76,7 @@ def multi_fidelity() -> dict[str, Any]:
 
 def fronts() -> dict[str, Any]:
     from nas.costs.columns import load_columns
-    from nas.goals import Goals
+    from nas.acquisition.goals import Goals
     from nas.spaces import build_space
     from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
     from nas.costs.zero_cost import zero_cost_from_config

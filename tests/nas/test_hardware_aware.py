@@ -18,7 +18,7 @@ from nas.costs.latency import check_device, measure_with_reference, write_latenc
 from nas.costs.columns import load_columns
 from nas.export import select_evaluations
 from nas.run import run
-from nas.status import read_run
+from nas.report.status import read_run
 from nas.spaces.nb201 import NB201Space
 
 CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
 from nas.errors import NASError
-from nas.loggers import NullLogger, SearchLogger, WandbLogger, resolve_wandb_mode
+from nas.report.loggers import NullLogger, SearchLogger, WandbLogger, resolve_wandb_mode
 from nas.report import (
     EvaluationRecord,
     best_record,
@@ -281,12 +281,12 @@ def test_init_failure_is_one_warning_and_the_search_goes_on(
     logger = failing_logger(monkeypatch)
     wandb.teardown()
     try:
-        with caplog.at_level(logging.WARNING, logger="nas.loggers"):
+        with caplog.at_level(logging.WARNING, logger="nas.report.loggers"):
             full_cycle(logger, tmp_path)
     finally:
         monkeypatch.undo()
         wandb.teardown()
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "nas.loggers"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "nas.report.loggers"]
     assert len(warnings) == 1
     assert "could not start a run" in warnings[0].getMessage()
     assert logger.run is None

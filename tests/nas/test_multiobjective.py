@@ -17,10 +17,10 @@ from nas.benchmark import run_benchmark
 from nas.costs.columns import load_columns
 from nas.costs.flops import cost_classes, network_costs
 from nas.errors import NASError
-from nas.goals import Goals
+from nas.acquisition.goals import Goals
 from nas.paths import resolve_path
-from nas.mo_acquisition import inverse_copula, probability_of_front_improvement, select_front_batch
-from nas.pareto import crowding_distance, hypervolume, hypervolume_improvement_2d, non_dominated, non_dominated_ranks
+from nas.acquisition.multiobjective import inverse_copula, probability_of_front_improvement, select_front_batch
+from nas.acquisition.pareto import crowding_distance, hypervolume, hypervolume_improvement_2d, non_dominated, non_dominated_ranks
 from nas.spaces.nb201 import NB201Space
 from nas.strategies.multiobjective import KnownCosts, MultiObjectiveBO, MultiObjectiveRandom, NSGA2Evolution, OptunaMultiObjective
 

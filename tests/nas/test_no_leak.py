@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from nas.costs.columns import load_columns
 from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY
-from nas.goals import Goals
+from nas.acquisition.goals import Goals
 from nas.objectives.table import TableObjective
 from nas.search import run_search
 from nas.spaces.nb201 import NB201Space

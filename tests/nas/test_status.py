@@ -13,7 +13,8 @@ import pytest
 
 from nas.errors import NASError
 from nas.objectives.base import Evaluation
-from nas.status import format_report, main, read_run, status_report
+from nas.report.status import format_report, read_run, status_report
+from nas.status import main
 from nas.store import Store
 from nas.strategies.base import Trial
 from tests.nas.tiny_runs import TINY_TRAINING

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from nas.acquisition.goals import Goals
+from nas.acquisition.pareto import non_dominated
 from nas.fidelity import HIGH_FIDELITY
-from nas.goals import Goals
-from nas.pareto import non_dominated
-from nas.report import EvaluationRecord, _figure, _save
+from nas.report.records import EvaluationRecord, _figure, _save
 
 FRONT_PNG = "front.png"
 

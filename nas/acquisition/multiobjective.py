@@ -10,7 +10,7 @@ the observations' scale first (:func:`inverse_copula`).
 
 - Two objectives: Monte-Carlo expected hypervolume improvement (EHVI) over ``draws``
   samples of that distribution, the improvement of each sample exact
-  (:func:`nas.pareto.hypervolume_improvement_2d`).
+  (:func:`nas.acquisition.pareto.hypervolume_improvement_2d`).
 - More objectives: ParEGO, one random augmented-Chebyshev scalarisation per batch slot,
   scored by its Monte-Carlo expected improvement.
 - Any number of objectives: the probability of improving the front (``pfi``), the chance
@@ -34,9 +34,9 @@ from collections.abc import Callable
 
 import torch
 
-from nas.acquisition import log_probability_of_improvement
+from nas.acquisition.single import log_probability_of_improvement
 from nas.errors import NASError
-from nas.pareto import hypervolume_improvement_2d, non_dominated
+from nas.acquisition.pareto import hypervolume_improvement_2d, non_dominated
 
 MO_ACQUISITIONS = ("ehvi", "parego", "pfi", "ehvi_pfi")
 #: ``copula``: hypervolumes in rank-based units, which spread the front's crowded top;

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nas.errors import NASError
-from nas.report import LATENCY_METRIC, EvaluationRecord
+from nas.report.records import LATENCY_METRIC, EvaluationRecord
 
 if TYPE_CHECKING:
     import wandb
