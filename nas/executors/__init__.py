@@ -34,6 +34,12 @@ Results travel between processes as *payloads*: ``{"evaluation": {...}, "seconds
 (with ``"lost": true`` when the worker died without a result), or
 ``{"configuration_error": message}`` for a :class:`~nas.errors.NASError`, which stops the
 search wherever it was raised because it would fail every candidate alike.
+
+Modules: :mod:`~nas.executors.payload` (what travels), :mod:`~nas.executors.pool` (the
+executor interface and the pool every engine shares), one module per engine
+(:mod:`~nas.executors.local`, :mod:`~nas.executors.process`, :mod:`~nas.executors.ray`,
+:mod:`~nas.executors.slurm`). Layer: the search's; imports objectives and trials, never the
+search loop's callers (see ARCHITECTURE.md).
 """
 from nas.executors.local import LocalExecutor
 from nas.executors.payload import (

@@ -1,4 +1,8 @@
-"""Registry of search spaces by name."""
+"""Registry of search spaces by name.
+
+Layer: the space's, with :mod:`models` (the blocks the spaces build); imports only the
+base layer. (``nas.spaces.benchmark``, a command, may import more.)
+"""
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -1,4 +1,9 @@
-"""Search strategies behind one ask/tell interface."""
+"""Search strategies behind one ask/tell interface.
+
+Layer: the strategy's (with :mod:`nas.surrogate` and :mod:`nas.acquisition`); imports the
+space, the costs and the base layer, never an objective, the search loop or a report
+(see ARCHITECTURE.md).
+"""
 from __future__ import annotations
 
 from typing import Any
