@@ -24,6 +24,7 @@ from nas.spaces.nb201 import NB201Space
 from nas.store import Store
 from nas.strategies import RandomSearch
 from tests.nas.tiny_runs import TINY_TRAINING
+from tests.nas.processes import alive, children_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -201,26 +202,6 @@ def test_nas_run_with_a_ddp_trainer_trains_each_candidate_on_two_processes_once(
     assert json.loads((run_dir / "summary.json").read_text())["evaluations"] == 2
 
 
-def _children_of(pid: int) -> set[int]:
-    children = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.add(int(stat.parent.name))
-    return children
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -236,7 +217,7 @@ def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_pa
                 rows = db.execute(query).fetchall()
         except sqlite3.OperationalError:
             rows = []
-        workers = _children_of(search.pid)
+        workers = children_of(search.pid)
         # Kill while one batch is done and the next one's workers are training.
         if sum(r[3] == "ok" for r in rows) >= 2 and any(r[3] == "running" for r in rows) and workers:
             break
@@ -246,9 +227,9 @@ def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_pa
     search.wait()
     # Workers take seconds to start and train; killed with the search, they are gone at once.
     deadline = time.time() + 3
-    while time.time() < deadline and any(_alive(pid) for pid in workers):
+    while time.time() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers), "a worker outlived the search"
+    assert not any(alive(pid) for pid in workers), "a worker outlived the search"
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

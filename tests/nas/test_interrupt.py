@@ -8,58 +8,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from nas.bench.journal import Journal
 from nas.lifecycle import worker_pool
+from tests.nas.processes import alive, descendants_of, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_ENSEMBLE = ["ensemble.trunk=[32,32]", "ensemble.head_hidden=32", "ensemble.fit_epochs=3", "ensemble.members=3"]
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from ``/proc``."""
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(parent, []).append(int(entry.name))
-    return tree
-
-
-def _descendants(pid: int) -> set[int]:
-    tree, found, todo = _children(), set(), [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _wait_until(condition, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def _start(module: str, args: list[str], cwd: Path) -> subprocess.Popen:
@@ -74,7 +32,7 @@ def _terminate_and_check(proc: subprocess.Popen, workers: set[int]) -> str:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert _wait_until(lambda: not any(_alive(p) for p in workers), 30), f"still running: {[p for p in workers if _alive(p)]}"
+    assert wait_until(lambda: not any(alive(p) for p in workers), 30), f"still running: {[p for p in workers if alive(p)]}"
     return err.strip().splitlines()[-1]
 
 
@@ -83,9 +41,9 @@ def test_sigterm_ends_a_benchmark_and_its_worker_processes_and_keeps_finished_se
     args = ["include=[bo]", "seeds=6", "budget=150", "workers=2", "threads_per_worker=1", f"output_dir={tmp_path / 'bench'}", *FAST_ENSEMBLE]
     proc = _start("nas.benchmark", args, tmp_path)
     journal = tmp_path / "bench" / "records.jsonl"
-    assert _wait_until(lambda: journal.is_file() and journal.read_text().count("\n") >= 1 or proc.poll() is not None, 300)
+    assert wait_until(lambda: journal.is_file() and journal.read_text().count("\n") >= 1 or proc.poll() is not None, 300)
     assert proc.poll() is None, "the benchmark ended before it could be stopped"
-    last = _terminate_and_check(proc, _descendants(proc.pid))
+    last = _terminate_and_check(proc, descendants_of(proc.pid))
     assert last == "interrupted: what had finished is kept; run the same command again to resume."
     kept = [json.loads(line) for line in journal.read_text().splitlines()]
     assert 1 <= len(kept) < 6 and {entry["name"] for entry in kept} == {"bo"}
@@ -108,11 +66,11 @@ def test_sigterm_ends_a_search_and_its_worker_processes_and_keeps_the_store(tmp_
         except sqlite3.Error:
             return 0
 
-    assert _wait_until(lambda: finished() >= 2 or proc.poll() is not None, 300)
+    assert wait_until(lambda: finished() >= 2 or proc.poll() is not None, 300)
     assert proc.poll() is None, "the search ended before it could be stopped"
-    assert _wait_until(lambda: bool(_descendants(proc.pid)), 30)  # a worker is running
+    assert wait_until(lambda: bool(descendants_of(proc.pid)), 30)  # a worker is running
     kept = finished()
-    last = _terminate_and_check(proc, _descendants(proc.pid))
+    last = _terminate_and_check(proc, descendants_of(proc.pid))
     assert last == "interrupted: what had finished is kept; run the same command again to resume."
     assert finished() >= kept
 
@@ -127,7 +85,7 @@ def test_worker_pool_runs_its_tasks_and_ends_its_workers_on_an_error() -> None:
     with pytest.raises(RuntimeError), worker_pool(2) as pool:
         workers = {p.pid for p in pool._pool}  # type: ignore[attr-defined]
         raise RuntimeError("the benchmark failed")
-    assert _wait_until(lambda: not any(_alive(p) for p in workers), 30)
+    assert wait_until(lambda: not any(alive(p) for p in workers), 30)
 
 
 def test_journal_reads_back_only_results_of_the_same_settings(tmp_path: Path) -> None:
