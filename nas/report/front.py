@@ -15,7 +15,7 @@ import torch
 from nas.acquisition.goals import Goals
 from nas.acquisition.pareto import non_dominated
 from nas.fidelity import HIGH_FIDELITY
-from nas.report.records import EvaluationRecord, _figure, _save
+from nas.report.records import EvaluationRecord, new_figure, save_figure
 
 FRONT_PNG = "front.png"
 
@@ -60,10 +60,10 @@ def front_plot(records: Sequence[EvaluationRecord], goals: Goals, path: Path) ->
     if not done:
         return None
     x_name, y_name = goals.objectives[1].name, goals.objectives[0].name
-    figure, (ax,) = _figure()
+    figure, (ax,) = new_figure()
     ax.scatter([r.metrics.get(x_name, math.nan) for r in done], [r.metrics.get(y_name, math.nan) for r in done], s=12, alpha=0.5, label="evaluated")
     front = sorted(front_of(records, goals), key=lambda row: float(row[x_name]))  # type: ignore[arg-type]
     if front:
         ax.plot([row[x_name] for row in front], [row[y_name] for row in front], marker="o", color="black", drawstyle="steps-post", label="Pareto front")
     ax.set(xlabel=f"{x_name} ({goals.objectives[1].direction})", ylabel=f"{y_name} ({goals.objectives[0].direction})", title=f"Front after {len(done)} evaluations")
-    return _save(figure, [ax], path)
+    return save_figure(figure, [ax], path)

@@ -138,7 +138,8 @@ def surrogate_rank_correlation(strategy: Strategy, encodings: Sequence[Encoding]
 
 
 
-def _figure(width: float = 6.4, height: float = 4.5, columns: int = 1) -> tuple[Figure, list[Axes]]:
+def new_figure(width: float = 6.4, height: float = 4.5, columns: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure of ``columns`` axes side by side, drawn without a display (every report's PNGs)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -148,7 +149,8 @@ def _figure(width: float = 6.4, height: float = 4.5, columns: int = 1) -> tuple[
     return figure, list(axes)
 
 
-def _save(figure: Figure, axes: Sequence[Axes], path: Path) -> Path:
+def save_figure(figure: Figure, axes: Sequence[Axes], path: Path) -> Path:
+    """Write ``figure`` to ``path`` as a PNG, with the reports' common styling of ``axes``."""
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -184,7 +186,7 @@ def best_so_far_plot(records: Sequence[EvaluationRecord], path: Path) -> Path | 
     if not steps:
         return None
     full, cheap = _successes(records, costs)
-    figure, (ax,) = _figure()
+    figure, (ax,) = new_figure()
     _scatter_by_fidelity(ax, full, cheap)
     failed = [c for c, r in zip(costs, records) if r.status != "ok"]
     if failed:
@@ -194,7 +196,7 @@ def best_so_far_plot(records: Sequence[EvaluationRecord], path: Path) -> Path | 
     xs, ys = zip(*steps)
     ax.step([*xs, costs[-1]], [*ys, ys[-1]], where="post", color="black", linewidth=1.8, label="best so far")
     ax.set(xlabel="cost (equivalent full evaluations)", ylabel="objective value", title="Best architecture so far")
-    return _save(figure, [ax], path)
+    return save_figure(figure, [ax], path)
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
@@ -211,12 +213,12 @@ def accuracy_latency_plot(records: Sequence[EvaluationRecord], path: Path) -> Pa
     full, cheap = _successes(records, [r.latency_ms for r in records])
     if not full and not cheap:
         return None
-    figure, (ax,) = _figure()
+    figure, (ax,) = new_figure()
     _scatter_by_fidelity(ax, full, cheap)
     if full:
         ax.step(*zip(*pareto_front(full)), where="post", color="black", linewidth=1.2, label="Pareto front")
     ax.set(xlabel="latency (ms)", ylabel="objective value", title="Objective against latency")
-    return _save(figure, [ax], path)
+    return save_figure(figure, [ax], path)
 
 
 def spearman_plot(points: Sequence[tuple[int, float]], path: Path) -> Path | None:
@@ -224,11 +226,11 @@ def spearman_plot(points: Sequence[tuple[int, float]], path: Path) -> Path | Non
     finite = sorted((n, rho) for n, rho in points if math.isfinite(rho))
     if not finite:
         return None
-    figure, (ax,) = _figure()
+    figure, (ax,) = new_figure()
     ax.plot(*zip(*finite), marker="o")
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set(xlabel="evaluations", ylabel="Spearman ρ on evaluated architectures", ylim=(-1.05, 1.05), title="Surrogate rank correlation")
-    return _save(figure, [ax], path)
+    return save_figure(figure, [ax], path)
 
 
 def write_report(run_dir: str | Path, records: Sequence[EvaluationRecord], spearman_points: Sequence[tuple[int, float]] = ()) -> list[Path]:
@@ -255,7 +257,7 @@ class SeedTrace(Protocol):
 
 def convergence_plot(results: Mapping[str, Sequence[SeedTrace]], optimum: float, path: Path) -> None:
     """Benchmark figure: mean regret (optimum - best so far) against evaluations, and Spearman correlations."""
-    figure, (ax_regret, ax_rho) = _figure(12, 4.5, columns=2)
+    figure, (ax_regret, ax_rho) = new_figure(12, 4.5, columns=2)
     for name, records in results.items():
         length = min(len(r.best_so_far) for r in records)
         trace = torch.tensor([r.best_so_far[:length] for r in records], dtype=torch.float64)
@@ -267,7 +269,7 @@ def convergence_plot(results: Mapping[str, Sequence[SeedTrace]], optimum: float,
             ax_rho.plot(points, means, marker="o", label=name)
     ax_regret.set(xlabel="evaluations", ylabel="mean regret to the optimum (floored at 1e-3)", yscale="log", title="Convergence")
     ax_rho.set(xlabel="evaluations", ylabel="Spearman ρ over the whole space", title="Surrogate rank correlation")
-    _save(figure, [ax_regret, ax_rho], path)
+    save_figure(figure, [ax_regret, ax_rho], path)
 
 
 
