@@ -418,7 +418,7 @@ class MultiObjectiveBO(SurrogateGuided, MultiObjectiveStrategy):
             return
         codes = torch.tensor(self.encodings, dtype=torch.long)
         for column in self.modelled:
-            self.surrogate.fit(codes, self._oriented_column(column), fidelity=column)
+            self.surrogate.fit(codes, self._oriented_column(column), fidelity=column, orientation=self._orientation(column))
         self._fitted_on = len(self.rows)
 
     def _units(self, column: str, codes: torch.Tensor, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -266,12 +266,13 @@ class DeepEnsemble(nn.Module):
             loss = loss + (per_item * weight).sum() / weight.sum().clamp(min=1.0)
         return loss
 
-    def copy_head(self, source: str, target: str) -> None:
-        """Make head ``target`` a copy of head ``source``."""
+    def copy_head(self, source: str, target: str, sign: float = 1.0) -> None:
+        """Make head ``target`` a copy of head ``source`` (its output negated for ``sign < 0``)."""
         self.add_head(target)
         with torch.no_grad():
-            for p_target, p_source in zip(self.heads[target].parameters(), self.heads[source].parameters()):
-                p_target.copy_(p_source)
+            for (_, p_target), (name, p_source) in zip(self.heads[target].named_parameters(), self.heads[source].named_parameters()):
+                flip = sign < 0 and name.startswith("out_")
+                p_target.copy_(-p_source if flip else p_source)
 
 
 class _BlockBuffers:

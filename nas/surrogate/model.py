@@ -142,7 +142,7 @@ class EnsembleSurrogate:
             self._auxiliary = AuxiliaryTask(x, targets, heads, self.auxiliary_weight)
 
     # ------------------------------------------------------------------ search-time fitting
-    def fit(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str = "hi", epochs: int | None = None) -> None:
+    def fit(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str = "hi", epochs: int | None = None, orientation: float = 1.0) -> None:
         """Continue training on observations of one fidelity.
 
         Args:
@@ -150,6 +150,10 @@ class EnsembleSurrogate:
             values: ``n`` observed objective values (larger is better).
             fidelity: which head the observations train.
             epochs: override of ``fit_epochs[fidelity]``.
+            orientation: the sign that made ``values`` larger-is-better from the column's own
+                units (``-1`` for a cost to minimise): the head starts from a metric head that
+                ranks the column the right way round in its own units (see
+                :meth:`_start_from_metric_head`).
         """
         if fidelity not in self.fidelities:
             raise NASError(f"Unknown fidelity {fidelity!r}; this surrogate models {', '.join(self.fidelities)}.")
@@ -158,7 +162,7 @@ class EnsembleSurrogate:
         values = values.float()
         self._observed[fidelity] = torch.sort(values).values
         if fidelity not in self._started and self.head_init == "best_metric" and self.metric_heads:
-            self._start_from_metric_head(codes, values, fidelity)
+            self._start_from_metric_head(codes, values, fidelity, orientation)
         self._started.add(fidelity)
         if self._optimizer is None:
             self._optimizer = self.ensemble.make_optimizer(self.lr, self.weight_decay)
@@ -200,23 +204,26 @@ class EnsembleSurrogate:
             out[head] = rho if math.isfinite(rho) else 0.0  # constant predictions or values
         return out
 
-    def _start_from_metric_head(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str) -> None:
+    def _start_from_metric_head(self, codes: torch.Tensor, values: torch.Tensor, fidelity: str, orientation: float = 1.0) -> None:
         """Initialise the ``fidelity`` head from the metric head that ranks the observations
-        best, among those that rank them the right way round (positive Spearman correlation).
+        best, among those that rank them the right way round in the column's own units
+        (positive Spearman correlation with ``orientation * values``).
 
-        A head anti-correlated with a handful of observations is never copied, negated or not:
-        on a few points that is as likely noise as signal, and a negated metric that happens
-        to fit them would send the search the wrong way. With no positive head, the head
-        starts fresh.
+        A head anti-correlated with a handful of observations is never copied negated to fit
+        them: on a few points that is as likely noise as signal, and a negated metric that
+        happens to fit them would send the search the wrong way. The one negation is the
+        column's known orientation: a cost to minimise (``orientation = -1``, FLOPs, say)
+        starts from a cost head that ranks it, negated as its values are. With no positive
+        head, the head starts fresh.
         """
-        correlations = self.metric_correlations(codes, values)
+        correlations = self.metric_correlations(codes, orientation * values)
         positive = {head: rho for head, rho in correlations.items() if rho > 0}
         if not positive:
-            log.debug("objective head %s starts fresh: no metric head ranks the %d observations positively", fidelity, values.numel())
+            log.debug("objective head %s starts fresh: no metric head ranks the %d observations the right way round", fidelity, values.numel())
             return
         head = max(positive, key=positive.__getitem__)
-        self.ensemble.copy_head(head, fidelity)
-        log.debug("objective head %s starts from %s (Spearman %.2f on %d observations)", fidelity, head, positive[head], values.numel())
+        self.ensemble.copy_head(head, fidelity, sign=1.0 if orientation > 0 else -1.0)
+        log.debug("objective head %s starts from %s (Spearman %.2f on %d observations, orientation %+g)", fidelity, head, positive[head], values.numel(), orientation)
 
     def normalise(self, values: torch.Tensor, fidelity: str = "hi") -> torch.Tensor:
         """Map objective values to the units the ensemble is trained in (see ``target_transform``)."""

@@ -107,6 +107,12 @@ def test_the_objective_head_starts_from_a_positively_correlated_metric_head_only
         assert torch.equal(surrogate.ensemble.predict(x, "hi"), fresh)  # left as initialised
     else:
         assert start != "metric:params" and torch.equal(surrogate.ensemble.predict(x, "hi"), surrogate.ensemble.predict(x, start))
+    # A cost to minimise (FLOPs, say: its values oriented by -1) starts from the head that
+    # ranks it in its own units, negated like its values: a known sign, not one fitted to noise.
+    rho_raw = surrogate.metric_correlations(codes, params.double())
+    best_raw = max(rho_raw, key=rho_raw.__getitem__)
+    surrogate._start_from_metric_head(codes, anti, "cost", orientation=-1.0)
+    assert torch.allclose(surrogate.ensemble.predict(x, "cost"), -surrogate.ensemble.predict(x, best_raw))
     # Observations ranked like the params head start from a positively correlated head.
     surrogate._start_from_metric_head(codes, params.double(), "lo")
     rho = surrogate.metric_correlations(codes, params.double())
