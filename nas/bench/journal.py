@@ -71,6 +71,13 @@ class Journal:
     def append(self, name: str, record: Any) -> None:
         """Add one finished (strategy, seed) result (a dataclass) to the file, flushed at once."""
         # A line cut short by a kill stays a line of its own (and is skipped when read).
-        cut = self.path.is_file() and self.path.stat().st_size > 0 and not self.path.read_bytes().endswith(b"\n")
-        with self.path.open("a") as sink:
-            sink.write(("\n" if cut else "") + json.dumps({"name": name, "fingerprint": self.fingerprints[name], "record": asdict(record)}) + "\n")
+        with self.path.open("ab+") as sink:
+            sink.seek(0, 2)
+            end = sink.tell()
+            if end:  # read the last byte only: the file grows with every seed
+                sink.seek(end - 1)
+                cut = sink.read(1) != b"\n"
+            else:
+                cut = False
+            line = ("\n" if cut else "") + json.dumps({"name": name, "fingerprint": self.fingerprints[name], "record": asdict(record)}) + "\n"
+            sink.write(line.encode())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import math
 import pickle
 import secrets
@@ -18,7 +17,6 @@ from nas.errors import NASError
 from nas.objectives.base import Evaluation, Objective
 from nas.strategies.base import Trial
 
-log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
 #: One finished evaluation: its position in the submitted trials, the result, and the
