@@ -5,6 +5,7 @@ What runs depends on the configuration (every harness lives in :mod:`nas.bench`)
 - a lookup table, one objective (the default: NAS-Bench-201): :mod:`nas.bench.tabular`;
 - ``objectives`` (fronts, or one objective with budgets): :mod:`nas.bench.multiobjective`;
 - ``mode: multifidelity`` (``benchmark=nb201_mf``, ``benchmark=nb301``): :mod:`nas.bench.multifidelity`;
+- ``mode: training`` (``benchmark=training``): real training on the embedded dataset, :mod:`nas.bench.training`;
 - ``merge=[dir, ...]``: earlier results reported side by side.
 """
 from __future__ import annotations
@@ -28,6 +29,10 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[Any]]:
         return run_front_benchmark(cfg)  # type: ignore[return-value]
     if cfg.get("merge"):
         return merge_benchmarks(list(cfg.merge), Path(cfg.output_dir), cfg.get("readme"))  # type: ignore[return-value]
+    if cfg.get("mode") == "training":
+        from nas.bench.training import run_training_benchmark
+
+        return run_training_benchmark(cfg)  # type: ignore[return-value]
     if cfg.get("mode") == "multifidelity":
         from nas.bench.multifidelity import run_mf_benchmark
 

@@ -47,6 +47,8 @@ from nas.report.status import read_run
 from nas.store import RunLock, Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
+from nas.strategies.pruning import build_pruning
+from nas.trial import PRUNED
 from nas.strategies.priors import (
     NEAR_PRIOR,
     PRIOR,
@@ -117,6 +119,8 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(container, dict)
     identity = {key: container.get(key) for key in SEARCH_KEYS if key in container}
     identity.update({key: container[key] for key in GOAL_KEYS + PRIOR_KEYS if container.get(key)})
+    if (container.get("pruning") or {}).get("rule", "none") != "none":
+        identity["pruning"] = container["pruning"]  # without pruning, stores of earlier versions still resume
     if container.get("objectives") or container.get("constraints"):
         identity["cost_device"] = (container.get("measured_costs") or {}).get("device", "cpu")  # latency differs per device
     if not trains_candidates(cfg.objective):
@@ -270,6 +274,7 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
     reuse_twins = trains_candidates(cfg.objective)
     if reuse_twins:
         strategy.skip_twins = True
+    strategy.pruning = build_pruning(**(cfg.get("pruning") or {}))
     if priors:
         strategy = PriorsFirst(strategy, priors, whole_number("initial_neighbours", cfg.get("initial_neighbours", 0)))  # type: ignore[assignment]
     logger = hydra.utils.instantiate(cfg.logger)
@@ -320,12 +325,13 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
         "best_encoding": list(best[0].encoding) if best else None,
         "best_value": best[1].value if best else None,
         "evaluations": len(records),
-        "failed": sum(r.status != "ok" for r in records),
+        "failed": sum(r.status == "failed" for r in records),
         "resumed_evaluations": history.replayed,
         "cost": history.cost,
         "median_value": median_value(records),
         "reference": {"architecture": reference[0], "value": reference[1], "over_budget": reference_breach} if reference else None,
         "twins_reused": sum(TWIN_OF in e.metrics for e in history.evaluations),
+        "pruned": sum(e.status == PRUNED for e in history.evaluations),
         "winner_origin": prior_origin(strategy, best[0].encoding) if best else None,
     }
     front = front_of(records, goals) if goals is not None else None
@@ -350,6 +356,8 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
         if priors:
             found = {PRIOR: "is one of the priors", NEAR_PRIOR: "is a neighbour of a prior"}.get(summary["winner_origin"], "was found by the search, not given as a prior")
             print(f"  the winner {found} (initial={len(priors)} priors)")
+        if summary["pruned"]:
+            print(f"  {summary['pruned']} runs were pruned ({cfg.pruning.rule} rule): stopped after their first epochs, charged only those")
         if summary["twins_reused"]:
             print(f"  {summary['twins_reused']} suggestions were twins of trained networks (the same function): their results were reused, not trained again")
     if goals is not None:

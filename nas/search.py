@@ -122,6 +122,7 @@ def run_search(
     if not budget > 0:
         raise NASError(f"The budget must be a positive number of evaluations, got {budget}.")
     check_fidelities(strategy, objective)
+    check_pruning(strategy, objective)
     search = _Search(strategy, objective, budget, store, on_evaluation, on_batch, executor or LocalExecutor(), reuse_twins)
     return search.run()
 
@@ -138,6 +139,22 @@ def check_fidelities(strategy: Strategy, objective: Objective) -> None:
             cost_of(level)
         except NASError as error:
             raise NASError(f"{type(strategy).__name__} evaluates at the fidelities {', '.join(levels)}, which this objective does not offer: {error}") from None
+
+
+def check_pruning(strategy: Strategy, objective: Objective) -> None:
+    """Refuse, before any work, a pruning rule with an objective that reports no epochs (a
+    table), or one that could never stop a run of the objective's epochs."""
+    rule = getattr(strategy, "pruning", None)
+    if rule is None:
+        return
+    if not getattr(objective, "reports_epochs", False):
+        raise NASError(
+            f"Pruning stops training runs between epochs, but this objective ({type(objective).__name__}) reports no epochs; "
+            "use pruning=none, or an objective that trains (objective=training)."
+        )
+    schedule = getattr(objective, "fidelity", None)
+    if schedule is not None:
+        rule.check(schedule.hi_epochs)
 
 
 @dataclass(eq=False)
@@ -271,7 +288,9 @@ class _Search:
             self.running[key] = slot
             if twin is not None:
                 self.running_twins.add(twin)
-            pool.submit(key, slot.trial)
+            # The trial runs with the strategy's stop rule as it stands now (a snapshot: the
+            # store keeps the trial without it, and a replay rebuilds the same rule).
+            pool.submit(key, replace(slot.trial, stop_rule=self.strategy.stop_rule(slot.trial)))
 
     def _arrive_as_twin(self, slot: _Slot, source: int) -> None:
         """Finish ``slot`` with the result of evaluation ``source`` of the history, its twin's."""
@@ -317,7 +336,10 @@ class _Search:
         self._tell(slots)
 
     def _tell(self, slots: list[_Slot]) -> None:
-        self.strategy.observe([slot.trial for slot in slots], [slot.evaluation for slot in slots])  # type: ignore[misc]
+        trials, evaluations = [slot.trial for slot in slots], [slot.evaluation for slot in slots]
+        self.strategy.observe(trials, evaluations)  # type: ignore[arg-type]
+        if (rule := getattr(self.strategy, "pruning", None)) is not None:
+            rule.observe(trials, evaluations)
         for slot in slots:
             slot.told = True
         self.tells += 1

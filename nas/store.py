@@ -1,7 +1,8 @@
 """The SQLite store of a run directory: every evaluation of a search, on disk.
 
 It is the single source of truth of a search. Each evaluation is written when it is
-suggested (status ``running``) and again when it ends (``ok`` or ``failed``), each in its
+suggested (status ``running``) and again when it ends (``ok``, ``failed``, or ``pruned``: stopped
+early by a pruning rule, with its reason and the epochs it ran), each in its
 own transaction, so killing the process at any instant loses at most the evaluations that
 were running.
 
@@ -35,9 +36,8 @@ from nas.objectives.base import Evaluation
 from nas.space import Encoding
 from nas.strategies.base import Trial
 
-_SCHEMA_VERSION = "2"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+_SCHEMA_VERSION = "3"
+_EVALUATIONS = """
 CREATE TABLE IF NOT EXISTS evaluations (
     id INTEGER PRIMARY KEY,
     batch INTEGER NOT NULL,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     encoding TEXT NOT NULL,
     architecture TEXT NOT NULL,
     fidelity TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed', 'pruned')),
     value REAL,
     cost REAL,
     metrics TEXT,
@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS evaluations (
     told INTEGER,
     UNIQUE (batch, position)
 );
+"""
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + _EVALUATIONS + """
 CREATE TABLE IF NOT EXISTS asks (
     batch INTEGER PRIMARY KEY,
     requested INTEGER NOT NULL,
@@ -67,6 +71,8 @@ CREATE TABLE IF NOT EXISTS asks (
 """
 #: Columns added by schema 2 to stores written before it.
 _ADDED_COLUMNS = ("arrival INTEGER", "told INTEGER")
+#: The columns of ``evaluations``, in order.
+_COLUMNS = "id, batch, position, requested, encoding, architecture, fidelity, status, value, cost, metrics, error, started_at, finished_at, seconds, attempts, arrival, told"
 
 
 @dataclass(frozen=True)
@@ -248,22 +254,33 @@ class Store:
             _check_same_search(path, meta, config)
 
     def _upgrade(self) -> None:
-        """Give a store of schema 1 (batches told whole, in order) its ask and tell records."""
+        """Bring a store of an earlier schema to this one: schema 1 (batches told whole, in
+        order) gets its ask and tell records, and schemas 1 and 2 the ``pruned`` status."""
         with self._transaction():
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(evaluations)")}
-            for column in _ADDED_COLUMNS:
-                if column.split()[0] not in present:
-                    self._db.execute(f"ALTER TABLE evaluations ADD COLUMN {column}")
-            batches = self._db.execute("SELECT batch, MAX(requested), COUNT(*), SUM(status = 'running') FROM evaluations GROUP BY batch ORDER BY batch").fetchall()
-            told = 0
-            for batch, requested, size, running in batches:
-                self._db.execute("INSERT OR IGNORE INTO asks (batch, requested, asked_after) VALUES (?, ?, ?)", (batch, requested, told))
-                if not running:  # a batch was told whole, once every evaluation of it had finished
-                    self._db.execute("UPDATE evaluations SET told = ? WHERE batch = ?", (told, batch))
-                    told += 1
-            for arrival, (row_id,) in enumerate(self._db.execute("SELECT id FROM evaluations WHERE status != 'running' ORDER BY batch, position").fetchall()):
-                self._db.execute("UPDATE evaluations SET arrival = ? WHERE id = ?", (arrival, row_id))
+            if self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "1":
+                self._record_asks_and_tells()
+            # SQLite cannot change a CHECK constraint in place: the table is rebuilt with it.
+            self._db.execute("ALTER TABLE evaluations RENAME TO evaluations_before_upgrade")
+            self._db.execute(_EVALUATIONS)
+            self._db.execute(f"INSERT INTO evaluations ({_COLUMNS}) SELECT {_COLUMNS} FROM evaluations_before_upgrade")
+            self._db.execute("DROP TABLE evaluations_before_upgrade")
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (_SCHEMA_VERSION,))
+
+    def _record_asks_and_tells(self) -> None:
+        """Schema 1 to 2: the asks and the tells of a search that told batches whole, in order."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(evaluations)")}
+        for column in _ADDED_COLUMNS:
+            if column.split()[0] not in present:
+                self._db.execute(f"ALTER TABLE evaluations ADD COLUMN {column}")
+        batches = self._db.execute("SELECT batch, MAX(requested), COUNT(*), SUM(status = 'running') FROM evaluations GROUP BY batch ORDER BY batch").fetchall()
+        told = 0
+        for batch, requested, size, running in batches:
+            self._db.execute("INSERT OR IGNORE INTO asks (batch, requested, asked_after) VALUES (?, ?, ?)", (batch, requested, told))
+            if not running:  # a batch was told whole, once every evaluation of it had finished
+                self._db.execute("UPDATE evaluations SET told = ? WHERE batch = ?", (told, batch))
+                told += 1
+        for arrival, (row_id,) in enumerate(self._db.execute("SELECT id FROM evaluations WHERE status != 'running' ORDER BY batch, position").fetchall()):
+            self._db.execute("UPDATE evaluations SET arrival = ? WHERE id = ?", (arrival, row_id))
 
     def close(self) -> None:
         self._db.close()

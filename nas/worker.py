@@ -2,7 +2,7 @@
 
 Started by :mod:`nas.executors`. ``OBJECTIVE`` is an objective the search pickled and
 signed (:func:`~nas.executors.dump_objective`; the key comes in the environment), ``TRIAL``
-a JSON ``{"encoding": [...], "fidelity": "hi"}``; the payload (see :mod:`nas.executors`) is written
+a JSON ``{"encoding": [...], "fidelity": "hi"}`` (with the trial's ``stop_rule`` when it has one); the payload (see :mod:`nas.executors`) is written
 to ``RESULT`` by global rank 0 alone. When the objective trains with Lightning's ``ddp``
 strategy, Lightning starts this same command again for every other rank; those copies
 evaluate the same trial in step and write nothing.
@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nas.executors import OBJECTIVE_KEY_ENV, evaluate_here, load_objective
-    from nas.strategies.base import Trial
+    from nas.executors.payload import trial_from_json
 
     if os.environ.get(THREADS_ENV):
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
     objective = load_objective(objective_file, os.environ.get(OBJECTIVE_KEY_ENV, ""))
     spec = json.loads(trial_file.read_text())
-    payload = evaluate_here(objective, Trial(tuple(spec["encoding"]), spec["fidelity"]))
+    payload = evaluate_here(objective, trial_from_json(spec))
     if _global_rank() == 0:
         partial = result_file.with_suffix(".partial")
         partial.write_text(json.dumps(payload))

@@ -16,6 +16,7 @@ from typing import Any
 from nas.errors import NASError
 from nas.objectives.base import Evaluation, Objective
 from nas.strategies.base import Trial
+from nas.trial import EpochGate, evaluate_trial
 
 
 Payload = dict[str, Any]
@@ -31,14 +32,34 @@ def evaluate_safely(objective: Objective, trial: Trial) -> Evaluation:
     candidate alike.
     """
     try:
-        evaluation = objective.evaluate(trial.encoding, trial.fidelity)
+        evaluation = evaluate_trial(objective, trial)
     except NASError:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken candidate must not end the search
         return Evaluation(value=math.nan, cost=planned_cost(objective, trial), status="failed", error=f"{type(exc).__name__}: {exc}")
-    if evaluation.status == "ok" and not math.isfinite(evaluation.value):
+    if evaluation.status != "failed" and not math.isfinite(evaluation.value):
         return Evaluation(value=math.nan, cost=evaluation.cost, status="failed", metrics=evaluation.metrics, error="non-finite objective value")
     return evaluation
+
+
+def trial_to_json(trial: Trial) -> dict[str, Any]:
+    """What a worker process needs of ``trial``: its encoding, fidelity and stop rule.
+
+    Only an :class:`~nas.trial.EpochGate` travels (it is plain data); another stop rule is
+    a callback into this process, and is refused.
+    """
+    spec: dict[str, Any] = {"encoding": list(trial.encoding), "fidelity": trial.fidelity}
+    if isinstance(trial.stop_rule, EpochGate):
+        spec["stop_rule"] = trial.stop_rule.to_dict()
+    elif trial.stop_rule is not None:
+        raise NASError(f"This pruning ({type(trial.stop_rule).__name__}) works only in the search's own process; use executor=local with a trainer that trains in one process.")
+    return spec
+
+
+def trial_from_json(spec: dict[str, Any]) -> Trial:
+    """The trial :func:`trial_to_json` wrote."""
+    gate = EpochGate.from_dict(spec["stop_rule"]) if spec.get("stop_rule") else None
+    return Trial(tuple(spec["encoding"]), spec["fidelity"], gate)
 
 
 def planned_cost(objective: Objective, trial: Trial) -> float:

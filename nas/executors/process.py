@@ -22,6 +22,7 @@ from nas.executors.payload import (
     dump_objective,
     evaluate_here,
     failed_payload,
+    trial_to_json,
 )
 from nas.executors.pool import (
     VISIBLE_DEVICES_ENV,
@@ -87,7 +88,7 @@ class WorkerProcess:
     def start(cls, objective_file: Path, key: str, trial: Trial, stem: Path, devices: tuple[str, ...] | None = None) -> "WorkerProcess":
         """Start a worker for ``trial``; ``devices``: the GPU ids it may see (``None``: the search's)."""
         trial_file, result_file, log_file = stem.with_suffix(".trial.json"), stem.with_suffix(".result.json"), stem.with_suffix(".log")
-        trial_file.write_text(json.dumps({"encoding": list(trial.encoding), "fidelity": trial.fidelity}))
+        trial_file.write_text(json.dumps(trial_to_json(trial)))
         env = {key: value for key, value in os.environ.items() if key not in _DISTRIBUTED_ENV}
         # The worker imports what this process imports (the objective may live in a module
         # that is importable here only through sys.path, e.g. a test's).

@@ -13,6 +13,7 @@ from nas.acquisition.goals import Goals
 from nas.objectives.base import Evaluation, Objective
 from nas.costs.measured import MeasuredCosts
 from nas.space import Encoding, SearchSpace
+from nas.trial import StopRule, Trial, evaluate_trial
 
 #: The name goals use for the wrapped objective's own value.
 VALUE_NAME = "accuracy"
@@ -75,10 +76,14 @@ class CostAwareObjective:
         measured = ", ".join(f"{name} {costs[name]:.4g}" for name in dict.fromkeys(c.name for c in self.goals.constraints if c.name in costs))
         return costs, f"{measured}; budget {', '.join(broken)}"
 
-    def evaluate(self, encoding: Encoding, fidelity: str = HIGH_FIDELITY) -> Evaluation:
+    @property
+    def reports_epochs(self) -> bool:
+        return bool(getattr(self.objective, "reports_epochs", False))
+
+    def evaluate(self, encoding: Encoding, fidelity: str = HIGH_FIDELITY, stop_rule: StopRule | None = None) -> Evaluation:
         costs, breach = self.over_budget(encoding)
         if breach is not None:
             return Evaluation(value=math.nan, cost=0.0, status="failed", metrics=costs, error=f"over budget before training ({breach})")
-        evaluation = self.objective.evaluate(encoding, fidelity)
+        evaluation = evaluate_trial(self.objective, Trial(encoding, fidelity, stop_rule))
         metrics = {**evaluation.metrics, **costs, self.value_name: evaluation.value}
         return Evaluation(value=evaluation.value, cost=evaluation.cost, status=evaluation.status, metrics=metrics, error=evaluation.error)

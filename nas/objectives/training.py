@@ -11,7 +11,12 @@ from nas.fidelity import FidelitySchedule, epoch_metric_key
 from nas.objectives.base import Evaluation
 from nas.space import Encoding, SearchSpace
 from nas.train import ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
-from nas.train.callbacks import EpochMetrics
+from nas.train.callbacks import EpochMetrics, HeldOutAccuracy, StopRule
+from nas.trial import PRUNED
+
+
+#: The metric of ``held_out_metric``: accuracy (%) on the dataset's test split.
+HELD_OUT_METRIC = "test_acc"
 
 
 class TrainingObjective:
@@ -42,6 +47,10 @@ class TrainingObjective:
             in multi-fidelity searches only (checkpoints take disk space).
         checkpoint_dir: where the checkpoints of ``continuation`` are kept (the run
             directory's ``checkpoints``, so a resumed search continues them too).
+        held_out_metric: also measure each trained network on the dataset's test split
+            (``metrics[HELD_OUT_METRIC]``, in %), for benchmarks that report the test accuracy
+            of what a search returns; they take it out of the metrics before the strategy is
+            told (:mod:`nas.bench.training`). Off in searches: the test split stays unseen.
     """
 
     def __init__(
@@ -57,6 +66,7 @@ class TrainingObjective:
         on_epoch: Callable[[EpochMetrics], None] | None = None,
         continuation: bool | None = None,
         checkpoint_dir: str | Path | None = None,
+        held_out_metric: bool = False,
     ) -> None:
         if continuation is None:
             continuation = fidelity.multi_fidelity
@@ -73,6 +83,7 @@ class TrainingObjective:
         self.seed = seed
         self.measure_latency = measure_latency
         self.on_epoch = on_epoch
+        self.held_out_metric = held_out_metric
         # Load the data now: a missing or empty dataset must stop the search before it starts.
         self.dataset.setup("fit")
 
@@ -96,13 +107,18 @@ class TrainingObjective:
         stem = "arch-" + "-".join(map(str, encoding))
         return self.checkpoint_dir / f"{stem}.ckpt", self.checkpoint_dir / f"{stem}.json"
 
-    def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
+    #: It validates after every epoch, so a pruning rule can stop its runs (nas.search checks).
+    reports_epochs = True
+
+    def evaluate(self, encoding: Encoding, fidelity: str = "hi", stop_rule: StopRule | None = None) -> Evaluation:
+        """Train ``encoding`` for ``fidelity``'s epochs; ``stop_rule`` may stop the run between
+        epochs (a *pruned* evaluation, charged the epochs it ran)."""
         epochs = self.fidelity.epochs(fidelity)
         if self.continuation:
-            return self._continue(encoding, epochs)
-        return self._train(encoding, epochs, self.fidelity.cost(fidelity))
+            return self._continue(encoding, epochs, stop_rule)
+        return self._train(encoding, epochs, self.fidelity.cost(fidelity), stop_rule=stop_rule)
 
-    def _continue(self, encoding: Encoding, epochs: int) -> Evaluation:
+    def _continue(self, encoding: Encoding, epochs: int, stop_rule: StopRule | None = None) -> Evaluation:
         """Evaluate at ``epochs`` from the furthest earlier run of ``encoding``, if any."""
         checkpoint, record = self._run_files(encoding)
         done = json.loads(record.read_text()) if record.is_file() and checkpoint.is_file() else {"epochs": 0, "values": {}}
@@ -112,17 +128,22 @@ class TrainingObjective:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         evaluation = self._train(
             encoding, epochs, (epochs - done["epochs"]) / self.fidelity.hi_epochs,
-            ckpt_path=str(checkpoint) if done["epochs"] else None, save_checkpoint=str(checkpoint),
+            ckpt_path=str(checkpoint) if done["epochs"] else None, save_checkpoint=str(checkpoint), stop_rule=stop_rule,
         )
         # Earlier epochs were validated by the earlier run: the evaluation reports them all.
         evaluation.metrics = {**{epoch_metric_key(int(k)): v for k, v in done["values"].items()}, **evaluation.metrics}
-        if evaluation.status == "ok":
-            values = {**done["values"], **{str(k): evaluation.metrics[epoch_metric_key(k)] for k in range(done["epochs"] + 1, epochs + 1)}}
-            record.write_text(json.dumps({"epochs": epochs, "values": values}))
+        if evaluation.status in ("ok", PRUNED):
+            # A pruned run's checkpoint is kept too: evaluated again, it continues from there.
+            reached = epochs if evaluation.status == "ok" else int(evaluation.metrics["epochs_run"])
+            values = {**done["values"], **{str(k): evaluation.metrics[epoch_metric_key(k)] for k in range(done["epochs"] + 1, reached + 1)}}
+            record.write_text(json.dumps({"epochs": reached, "values": values}))
         return evaluation
 
-    def _train(self, encoding: Encoding, epochs: int, cost: float, ckpt_path: str | None = None, save_checkpoint: str | None = None) -> Evaluation:
+    def _train(
+        self, encoding: Encoding, epochs: int, cost: float, ckpt_path: str | None = None, save_checkpoint: str | None = None, stop_rule: StopRule | None = None
+    ) -> Evaluation:
         num_classes = self.dataset.num_classes
+        held_out = HeldOutAccuracy(self.dataset.test_dataloader()) if self.held_out_metric else None
         result = train_and_evaluate(
             lambda: self.space.to_module(encoding, num_classes=num_classes),
             self.dataset,
@@ -135,13 +156,23 @@ class TrainingObjective:
             ckpt_path=ckpt_path,
             schedule_epochs=self.fidelity.hi_epochs if self.continuation else None,
             save_checkpoint=save_checkpoint,
+            stop_rule=stop_rule,
+            callbacks=[held_out] if held_out is not None else (),
         )
         metrics: dict[str, float] = {epoch_metric_key(m.epoch): 100.0 * m.val_acc for m in result.history}
+        if held_out is not None and held_out.accuracy is not None:
+            metrics[HELD_OUT_METRIC] = 100.0 * held_out.accuracy
+        metrics["epochs_run"] = float(result.epochs_run)
         metrics["train_seconds"] = result.wall_time_s
         metrics["training_processes"] = float(result.world_size)
         if result.history:
             metrics["val_loss"] = result.history[-1].val_loss
             metrics["train_loss"] = result.history[-1].train_loss
+        if result.status == PRUNED and result.final_val_acc is not None:
+            # Charged the epochs it ran: ``cost`` is that of the epochs this call was to train.
+            started = epochs - round(cost * self.fidelity.hi_epochs) if self.continuation else 0
+            ran = result.epochs_run - started
+            return Evaluation(value=100.0 * result.final_val_acc, cost=cost * ran / max(1, epochs - started), status=PRUNED, metrics=metrics, error=result.reason)
         if not result.ok or result.final_val_acc is None:
             return Evaluation(value=math.nan, cost=cost, status="failed", metrics=metrics, error=result.reason or "no epoch was validated")
         if self.measure_latency:

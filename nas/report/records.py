@@ -23,6 +23,7 @@ import torch
 
 from nas.fidelity import HIGH_FIDELITY
 from nas.stats import spearman
+from nas.trial import PRUNED
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -51,7 +52,7 @@ class EvaluationRecord:
         index: position of the evaluation in the search, from 0.
         encoding: the architecture, as written by ``SearchSpace.to_string``.
         fidelity: ``"hi"`` for a full evaluation, ``"lo"`` for a cheap one.
-        status: ``"ok"`` or ``"failed"``.
+        status: ``"ok"``, ``"failed"`` or ``"pruned"``.
         value: the objective (larger is better); ``NaN`` when the evaluation failed.
         cost: cost in equivalent full evaluations.
         metrics: anything else measured (latency, parameters, per-epoch accuracies, ...).
@@ -188,10 +189,13 @@ def best_so_far_plot(records: Sequence[EvaluationRecord], path: Path) -> Path | 
     full, cheap = _successes(records, costs)
     figure, (ax,) = new_figure()
     _scatter_by_fidelity(ax, full, cheap)
-    failed = [c for c, r in zip(costs, records) if r.status != "ok"]
+    failed = [c for c, r in zip(costs, records) if r.status == "failed"]
     if failed:
         # Failures have no value; a rug on the lower edge shows where the budget went.
         ax.plot(failed, [0.0] * len(failed), "|", color="tab:red", markersize=12, transform=ax.get_xaxis_transform(), label="failed")
+    pruned = [(c, r.value) for c, r in zip(costs, records) if r.status == PRUNED and math.isfinite(r.value)]
+    if pruned:
+        ax.scatter(*zip(*pruned), s=14, marker="x", alpha=0.5, color="tab:gray", label="pruned (value when stopped)")
     # The curve holds its level until the budget ends, so the last improvement stays visible.
     xs, ys = zip(*steps)
     ax.step([*xs, costs[-1]], [*ys, ys[-1]], where="post", color="black", linewidth=1.8, label="best so far")

@@ -12,10 +12,16 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from nas.space import Encoding, SearchSpace
-from nas.trial import Trial
+from nas.trial import PRUNED, EpochGate, Trial
 
 if TYPE_CHECKING:
+    from nas.strategies.pruning import PruningRule
     from nas.trial import Evaluation
+
+
+def pruned_epoch(evaluation: "Evaluation") -> int:
+    """The epochs a pruned run trained (``metrics["epochs_run"]``)."""
+    return int(evaluation.metrics.get("epochs_run", 0))
 
 
 class Strategy(ABC):
@@ -33,6 +39,9 @@ class Strategy(ABC):
     #: training it (``nas.run`` with a training objective) sets it, so that no suggestion is
     #: spent on a network already trained.
     skip_twins: bool = False
+    #: Stops hopeless training runs between epochs (:mod:`nas.strategies.pruning`); set by
+    #: the caller (``pruning=median``), fed by the search with every finished evaluation.
+    pruning: "PruningRule | None" = None
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space
@@ -42,6 +51,9 @@ class Strategy(ABC):
         self.values: list[float] = []
         self.seen: set[Encoding] = set()
         self.pending: set[Encoding] = set()
+        #: ``(encoding, epoch, value)`` of runs a pruning rule stopped: their last validated
+        #: epoch and its value. They are seen (never suggested again) but are no full evaluations.
+        self.pruned: list[tuple[Encoding, int, float]] = []
 
     @abstractmethod
     def ask(self, n: int | None = None) -> list[Encoding]:
@@ -52,8 +64,29 @@ class Strategy(ABC):
         return [Trial(enc) for enc in self.ask(n)]
 
     def observe(self, trials: Sequence[Trial], evaluations: Sequence["Evaluation"]) -> None:
-        """Record finished trials. Mono-fidelity strategies :meth:`tell` the values of full evaluations."""
-        self.tell([t.encoding for t in trials], [e.value for e in evaluations])
+        """Record finished trials. Mono-fidelity strategies :meth:`tell` the values of full
+        evaluations and :meth:`tell_pruned` the runs a pruning rule stopped."""
+        done = [(t, e) for t, e in zip(trials, evaluations) if e.status != PRUNED]
+        self.tell([t.encoding for t, _ in done], [e.value for _, e in done])
+        for trial, evaluation in zip(trials, evaluations):
+            if evaluation.status == PRUNED:
+                self.tell_pruned(trial.encoding, pruned_epoch(evaluation), evaluation.value)
+
+    def tell_pruned(self, encoding: Encoding, epoch: int, value: float) -> None:
+        """Record a run stopped after ``epoch`` epochs at ``value``: seen, not a full evaluation.
+
+        Model-free strategies only never suggest it again; model-based ones also learn from
+        it as a lower-fidelity observation (BO: :func:`~nas.strategies.pruning.impute_pruned`).
+        """
+        enc = tuple(encoding)
+        self.pruned.append((enc, epoch, float(value)))
+        self.seen.add(enc)
+        self.pending.discard(enc)
+
+    def stop_rule(self, trial: Trial) -> EpochGate | None:
+        """What the run of ``trial`` is asked after each epoch: the pruning rule's gate as
+        the observations stand now (``None`` without pruning)."""
+        return self.pruning.gate() if self.pruning is not None else None
 
     def release(self, trials: Sequence[Trial]) -> None:
         """Forget proposals that will not be evaluated (they may be proposed again)."""

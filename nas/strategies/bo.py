@@ -12,6 +12,7 @@ from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy
+from nas.strategies.pruning import impute_pruned
 from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
 
 SurrogateFactory = Callable[..., EnsembleSurrogate]
@@ -207,16 +208,26 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         self._fitted_on = 0
 
     def _fit(self) -> None:
-        if self._fitted_on == len(self.values):
+        observed = len(self.values) + len(self.pruned)
+        if self._fitted_on == observed:
             return
-        codes = torch.tensor(self.encodings, dtype=torch.long)
-        self.surrogate.fit(codes, self.observed_values())
-        self._fitted_on = len(self.values)
+        codes, values = torch.tensor(self.encodings, dtype=torch.long), self.observed_values()
+        if self.pruned and self.pruning is not None:
+            # Runs stopped early are lower-fidelity observations: each joins at the final value
+            # of the completed runs that ranked like it when it stopped (impute_pruned).
+            curves = self.pruning.curves
+            final = max((max(c) for c in curves), default=0)
+            imputed = torch.tensor(impute_pruned([(e, v) for _, e, v in self.pruned], curves, final), dtype=torch.float64)
+            keep = ~torch.isnan(imputed)
+            pruned_codes = torch.tensor([enc for enc, _, _ in self.pruned], dtype=torch.long)[keep]
+            codes, values = torch.cat([codes.reshape(-1, pruned_codes.shape[1]), pruned_codes]), torch.cat([values, imputed[keep]])
+        self.surrogate.fit(codes, values)
+        self._fitted_on = observed
 
     def ask(self, n: int | None = None) -> list[Encoding]:
         n = n or self.default_batch_size
-        if len(self.values) < self.initial_points:
-            return self._mark_pending(self._initial_design(min(n, self.initial_points - len(self.values))))
+        if len(self.values) + len(self.pruned) < self.initial_points or not self.values:
+            return self._mark_pending(self._initial_design(max(1, min(n, self.initial_points - len(self.values) - len(self.pruned)))))
         self._fit()
         codes, features = self._candidates(self.encodings, self.values)
         picks = self._select(n, codes, features, self.seen | self.pending, float(self.observed_values().max()))

@@ -16,7 +16,7 @@ import torch
 
 from nas.errors import NASError
 from nas.fidelity import HIGH_FIDELITY, LOW_FIDELITY, FidelitySchedule, epoch_metric_key, fidelity_metric_key
-from nas.trial import Evaluation
+from nas.trial import PRUNED, Evaluation
 from nas.space import Encoding, SearchSpace
 from nas.stats import spearman_lower_bound
 from nas.strategies.base import Strategy, Trial
@@ -88,7 +88,12 @@ class MultiFidelityStrategy(Strategy):
             if trial.fidelity not in self.observations:
                 raise NASError(f"Unknown fidelity {trial.fidelity!r}; this search uses the fidelities {', '.join(self.levels)}.")
             enc = tuple(trial.encoding)
-            self._record(enc, trial.fidelity, float(evaluation.value) if evaluation.status == "ok" else math.nan)
+            if evaluation.status == PRUNED:
+                # Stopped early: it says nothing of its own fidelity, only of the epochs it ran
+                # (the lower fidelities below); it may be promoted to it later.
+                self.seen.add(enc)
+            else:
+                self._record(enc, trial.fidelity, float(evaluation.value) if evaluation.status == "ok" else math.nan)
             self.pending_at[trial.fidelity].discard(enc)
             for lower in self.levels[: self.levels.index(trial.fidelity)]:
                 free = evaluation.metrics.get(epoch_metric_key(self.schedule.epochs(lower)), evaluation.metrics.get(fidelity_metric_key(lower)))

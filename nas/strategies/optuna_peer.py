@@ -14,8 +14,45 @@ from typing import Any
 from nas.errors import NASError
 from nas.space import Encoding, SearchSpace
 from nas.strategies.base import Strategy
+from nas.trial import Trial
 
 SAMPLERS = ("tpe", "gp", "nsga2")
+#: Optuna pruners a study may use on training objectives: ``median`` is Optuna's
+#: ``MedianPruner`` with its defaults, as Optuna's PyTorch Lightning example uses it.
+PRUNERS = ("none", "median")
+
+
+class OptunaPruning:
+    """Optuna's pruning of one of its trials, through Optuna's PyTorch Lightning pruning
+    callback (``optuna-integration``), as Optuna's documentation uses it: the callback reports
+    each epoch's validation accuracy to the trial and raises ``TrialPruned`` when the study's
+    pruner says so. It works in the search's own process only (an in-memory study).
+    """
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def lightning_callback(self) -> Any:
+        try:
+            from optuna_integration import PyTorchLightningPruningCallback
+        except ImportError:
+            raise NASError("Optuna's pruning of Lightning runs needs the optional dependency optuna-integration: pip install 'optuna-integration>=4'.") from None
+        return PyTorchLightningPruningCallback(self.trial, monitor="val/acc")
+
+    def stopped_by(self, error: BaseException) -> str | None:
+        import optuna
+
+        if not isinstance(error, optuna.TrialPruned):
+            return None
+        return f"pruned by Optuna's {type(self.trial.study.pruner).__name__} ({error}; Optuna counts epochs from 0)"
+
+    def __call__(self, epoch: int, value: float) -> str | None:
+        self.trial.report(value, step=epoch - 1)  # the callback's steps count from 0
+        return f"pruned by Optuna's {type(self.trial.study.pruner).__name__} after epoch {epoch}" if self.trial.should_prune() else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise NASError("Optuna's pruning works only in the search's own process (its study lives there); use executor=local with a trainer that trains in one process.")
+
 _MAX_REPROPOSALS = 200
 
 
@@ -26,6 +63,8 @@ class OptunaStrategy(Strategy):
         sampler: ``tpe`` (multivariate TPE), ``gp`` (``GPSampler``) or ``nsga2`` (``NSGAIISampler``).
         directions: ``maximize`` / ``minimize`` per objective (several: a multi-objective study).
         constraints_func: Optuna's constraint callback (values ``<= 0`` are feasible).
+        pruner: ``none``, or ``median`` (Optuna's ``MedianPruner``, asked after every epoch of
+            a training run through Optuna's Lightning callback, see :class:`OptunaPruning`).
         sampler_options: passed to the Optuna sampler.
     """
 
@@ -36,6 +75,7 @@ class OptunaStrategy(Strategy):
         sampler: str = "tpe",
         directions: Sequence[str] = ("maximize",),
         constraints_func: Callable[[Any], Sequence[float]] | None = None,
+        pruner: str = "none",
         **sampler_options: Any,
     ) -> None:
         super().__init__(space, seed)
@@ -45,6 +85,8 @@ class OptunaStrategy(Strategy):
             raise NASError("The Optuna baselines need the optional dependency optuna: pip install 'optuna>=4'.") from None
         if sampler not in SAMPLERS:
             raise NASError(f"Unknown Optuna sampler {sampler!r}; valid samplers are {', '.join(SAMPLERS)}.")
+        if pruner not in PRUNERS:
+            raise NASError(f"Unknown Optuna pruner {pruner!r}; valid pruners are {', '.join(PRUNERS)}.")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if constraints_func is not None:
             sampler_options["constraints_func"] = constraints_func
@@ -55,7 +97,9 @@ class OptunaStrategy(Strategy):
         else:
             impl = optuna.samplers.GPSampler(seed=seed, **sampler_options)
         self._optuna = optuna
-        self.study = optuna.create_study(directions=list(directions), sampler=impl)
+        self.pruner = pruner
+        study_pruner = optuna.pruners.MedianPruner() if pruner == "median" else optuna.pruners.NopPruner()
+        self.study = optuna.create_study(directions=list(directions), sampler=impl, pruner=study_pruner)
         self._trials: dict[Encoding, list[Any]] = {}
         self._known: dict[Encoding, float | list[float]] = {}
         self._attributes: dict[Encoding, dict[str, Any]] = {}
@@ -75,7 +119,7 @@ class OptunaStrategy(Strategy):
                 for key, item in self._attributes.get(enc, {}).items():
                     trial.set_user_attr(key, item)
                 self.study.tell(trial, self._known[enc])  # free: the value is already known
-            elif enc in self.pending or enc in out:
+            elif enc in self.pending or enc in out or enc in self.seen:  # running, or pruned
                 self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
             else:
                 self._trials.setdefault(enc, []).append(trial)
@@ -93,6 +137,16 @@ class OptunaStrategy(Strategy):
         floor = float(self.observed_values().min())
         for enc, value in zip(encodings, values):
             self.answer(tuple(enc), floor if value != value else float(value))
+
+    def stop_rule(self, trial: Trial) -> Any:
+        """The study's pruner for ``trial``'s run (without one: the search's pruning rule, if any)."""
+        trials = self._trials.get(tuple(trial.encoding))
+        return OptunaPruning(trials[0]) if self.pruner != "none" and trials else super().stop_rule(trial)
+
+    def tell_pruned(self, encoding: Encoding, epoch: int, value: float) -> None:
+        super().tell_pruned(encoding, epoch, value)
+        for trial in self._trials.pop(tuple(encoding), []):
+            self.study.tell(trial, state=self._optuna.trial.TrialState.PRUNED)
 
     def answer(self, encoding: Encoding, value: float | list[float], attributes: dict[str, Any] | None = None) -> None:
         """Tell the study the ``value`` (one per objective) of its trials of ``encoding``,

@@ -147,3 +147,74 @@ class TimeLimit(Callback):
                 f"time limit of {self.seconds:g} s reached during epoch {trainer.current_epoch + 1} "
                 f"after {elapsed:.1f} s"
             )
+
+
+#: Asked after each validated epoch with ``(epoch, validation accuracy in %)``; returns the
+#: reason to stop, or ``None`` (see :class:`nas.trial.StopRule`).
+StopRule = Callable[[int, float], "str | None"]
+
+
+class PruningCallback(Callback):
+    """Asks ``stop_rule`` after every validated epoch but the last whether the run goes on.
+
+    The rule is asked on global rank 0 alone and its answer is broadcast, so every DDP
+    process stops after the same epoch (``trainer.should_stop``: Lightning ends ``fit``
+    normally, so the epochs run keep their results and a checkpoint can be written).
+    :attr:`reason` holds why the run was stopped, or ``None``.
+
+    Args:
+        stop_rule: the search's rule for this run (:class:`nas.trial.EpochGate` or any
+            callable of that signature).
+    """
+
+    def __init__(self, stop_rule: StopRule) -> None:
+        self.stop_rule = stop_rule
+        self.reason: str | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.reason = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch + 1
+        reason = None
+        if trainer.is_global_zero and (trainer.max_epochs is None or epoch < trainer.max_epochs):
+            reason = self.stop_rule(epoch, 100.0 * _metric(trainer.callback_metrics, "val/acc"))
+        reason = trainer.strategy.broadcast(reason, src=0)
+        if reason is not None:
+            self.reason = reason
+            trainer.should_stop = True
+
+
+class HeldOutAccuracy(Callback):
+    """Measures the trained network's accuracy on a held-out loader when ``fit`` ends.
+
+    For benchmarks that report the test accuracy of what a search returns (selected on
+    validation): the search itself never sees it. :attr:`accuracy` is the fraction correct
+    (``None`` before the end of a fit), measured on global rank 0 over the whole loader.
+
+    Args:
+        loader: yields ``(images, labels)`` batches.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.accuracy: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.accuracy = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        correct = seen = 0
+        with torch.no_grad():
+            for images, labels in self.loader:
+                images, labels = images.to(pl_module.device), labels.to(pl_module.device)
+                correct += int((pl_module(images).argmax(dim=1) == labels).sum())
+                seen += int(labels.numel())
+        pl_module.train(was_training)
+        self.accuracy = correct / seen if seen else None

@@ -31,6 +31,8 @@ from nas.train.callbacks import (
     EpochSink,
     EvaluationReporter,
     NonFiniteLossGuard,
+    PruningCallback,
+    StopRule,
     TimeLimit,
     TrainingFailure,
 )
@@ -38,7 +40,7 @@ from nas.train.data.base import ImageClassificationDataModule
 from nas.train.module import ClassificationModule, OptimizerConfig
 
 ModelFactory = Callable[[], nn.Module]
-Status = Literal["ok", "failed"]
+Status = Literal["ok", "failed", "pruned"]
 
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -125,7 +127,8 @@ class TrainingResult:
     """The outcome of one evaluation.
 
     ``final_val_acc`` and ``best_val_acc`` come from :attr:`history` and are ``None``
-    when no epoch was validated. A failed run keeps the epochs it completed.
+    when no epoch was validated. A failed run keeps the epochs it completed; a pruned one
+    (stopped between epochs by the search's stop rule, ``reason`` saying why) the epochs it ran.
     """
 
     status: Status
@@ -233,6 +236,7 @@ def train_and_evaluate(
     ckpt_path: str | None = None,
     schedule_epochs: int | None = None,
     save_checkpoint: str | None = None,
+    stop_rule: StopRule | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``datamodule`` for ``epochs`` epochs and report each validated epoch.
 
@@ -253,11 +257,16 @@ def train_and_evaluate(
             counts from the start of the run, so resuming after 12 epochs with
             ``epochs=33`` trains 21 more.
         schedule_epochs: the epochs the learning-rate schedule spans (default ``epochs``).
-        save_checkpoint: where to write a checkpoint after a successful run (to continue it).
+        save_checkpoint: where to write a checkpoint after a successful or pruned run (to continue it).
+        stop_rule: asked after every validated epoch but the last, on global rank 0, whether
+            the run should stop (:class:`~nas.train.callbacks.PruningCallback`). A rule with a
+            ``lightning_callback()`` (a peer library's pruning callback) is used through that
+            callback instead, and its ``stopped_by(error)`` names the exceptions that mean
+            "pruned" rather than "failed".
 
     Returns:
         The result; ``status`` is ``"failed"`` with a ``reason`` when the run raised,
-        diverged, ran out of memory or out of time.
+        diverged, ran out of memory or out of time, ``"pruned"`` when ``stop_rule`` stopped it.
     """
     if epochs < 1:
         raise NASError(f"A candidate needs at least 1 training epoch, got {epochs}.")
@@ -265,8 +274,12 @@ def train_and_evaluate(
     datamodule.setup("fit")  # dataset errors are configuration errors: they raise here.
     reporter = EvaluationReporter(on_epoch)
     time_limit = TimeLimit(time_limit_s) if time_limit_s is not None else None
-    guards: list[Callback] = [reporter, NonFiniteLossGuard(), *([time_limit] if time_limit else []), *callbacks]
+    make_callback = getattr(stop_rule, "lightning_callback", None)
+    pruning = None if stop_rule is None else make_callback() if make_callback is not None else PruningCallback(stop_rule)
+    # The reporter first: an epoch is recorded before anything may stop the run after it.
+    guards: list[Callback] = [reporter, NonFiniteLossGuard(), *([time_limit] if time_limit else []), *([pruning] if pruning else []), *callbacks]
     reason: str | None = None
+    pruned: str | None = None
     start = time.perf_counter()
     with isolate_rng(), quiet_lightning(settings.quiet), torch_threads(settings.num_threads):
         if seed is not None:
@@ -283,7 +296,9 @@ def train_and_evaluate(
             if save_checkpoint is not None and not lightning_trainer.interrupted:
                 lightning_trainer.save_checkpoint(save_checkpoint)
         except Exception as error:  # a candidate's failure of any kind is recorded, not raised
-            reason = describe_failure(error)
+            stopped_by = getattr(stop_rule, "stopped_by", None)
+            pruned = stopped_by(error) if stopped_by is not None else None
+            reason = None if pruned else describe_failure(error)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     wall_time = time.perf_counter() - start
@@ -291,15 +306,18 @@ def train_and_evaluate(
         _destroy_process_group_at_exit()
 
     history = tuple(reporter.history)
+    if pruned is None and isinstance(pruning, PruningCallback):
+        pruned = pruning.reason
     if reason is None and time_limit is not None:
         reason = time_limit.reason
     if reason is None and history and not math.isfinite(history[-1].val_loss):
         reason = f"validation loss is non-finite ({history[-1].val_loss}) after epoch {history[-1].epoch}"
     if reason is None and not history:
         reason = "no epoch was validated"
+    status: Status = "failed" if reason is not None else "pruned" if pruned is not None else "ok"
     return TrainingResult(
-        status="ok" if reason is None else "failed",
-        reason=reason,
+        status=status,
+        reason=reason if reason is not None else pruned,
         history=history,
         wall_time_s=wall_time,
         global_rank=global_rank,
