@@ -240,6 +240,7 @@ class StatusReport:
     top: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     front: list[str] | None = None
+    pruned: int = 0  # stopped early by a pruning rule
 
 
 def _choice(config: dict[str, Any], group: str) -> str | None:
@@ -280,6 +281,7 @@ def status_report(state: RunState, top: int = 10) -> StatusReport:
         ],
         failures=[{"index": e.index, "architecture": e.architecture, "error": e.error} for e in state.failures],
         front=state.front,
+        pruned=sum(e.status == "pruned" for e in state.evaluations),
     )
 
 
@@ -289,7 +291,9 @@ def format_report(report: StatusReport) -> str:
     budget = f" / {report.budget:g}" if report.budget is not None else ""
     share = f" ({100 * report.cost / report.budget:.0f} %)" if report.budget else ""
     lines.append(
-        f"Evaluations: {report.evaluations} done ({report.succeeded} ok, {report.failed} failed), {report.running} of the current batch running or queued; "
+        f"Evaluations: {report.evaluations} done ({report.succeeded} ok, {report.failed} failed"
+        + (f", {report.pruned} pruned" if report.pruned else "")
+        + f"), {report.running} of the current batch running or queued; "
         f"cost {report.cost:g}{budget} full evaluations{share}"
     )
     lines.append(

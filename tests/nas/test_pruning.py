@@ -23,13 +23,19 @@ from nas.executors import ProcessExecutor
 from nas.fidelity import FidelitySchedule, epoch_metric_key
 from nas.objectives.table import TableObjective
 from nas.objectives.training import TrainingObjective
+from nas.report.status import read_run, status_report
 from nas.run import run
 from nas.search import SearchHistory, run_search
 from nas.space import Encoding
 from nas.spaces.nb201 import NB201Space
 from nas.store import Store
 from nas.strategies import BayesianOptimization, RandomSearch
-from nas.strategies.pruning import AsynchronousHalving, MedianStopping, build_pruning, impute_pruned
+from nas.strategies.pruning import (
+    AsynchronousHalving,
+    MedianStopping,
+    build_pruning,
+    impute_pruned,
+)
 from nas.surrogate.model import EnsembleSurrogate
 from nas.train import DigitsDataModule, TrainerSettings, train_and_evaluate
 from nas.train.reference import SmallCNN
@@ -223,6 +229,19 @@ def test_pruning_gates_travel_to_worker_processes(nb201: NB201Space, table: Tabl
     assert kept.status == "ok" and kept.metrics["epochs_run"] == 4
 
 
+@pytest.mark.slow  # a Ray instance of its own: minutes on a busy 2-core machine
+def test_pruning_gates_travel_to_ray_tasks(nb201: NB201Space, table: TableObjective) -> None:
+    pytest.importorskip("ray")
+    from nas.executors import RayExecutor
+
+    encoding = (1, 2, 3, 1, 2, 3)
+    value_at_1 = CurveObjective(table).evaluate(encoding).metrics["value_at_epoch_1"]
+    gate = EpochGate("asha", {1: (value_at_1 + 1.0,) * 3}, 2 / 3, include_own=True)
+    with RayExecutor(num_cpus=1) as executor:
+        ((_, evaluation, _),) = list(executor.run(CurveObjective(table), [Trial(encoding, "hi", gate)]))
+    assert evaluation.status == PRUNED and evaluation.metrics["epochs_run"] == 1 and evaluation.cost == pytest.approx(0.25)
+
+
 def test_bo_learns_from_pruned_runs_and_never_suggests_them_again(nb201: NB201Space, table: TableObjective, tiny_ensemble: dict) -> None:
     from functools import partial
 
@@ -282,6 +301,7 @@ def test_nas_run_prunes_stores_the_reason_and_resumes_without_rerunning(tmp_path
     assert all(r[5] == pytest.approx(1 / 3) and "asha rule after epoch 1" in r[6] for r in pruned)
     assert summary["cost"] == pytest.approx(sum(r[5] for r in rows)) and summary["best_architecture"] not in {r[2] for r in pruned}
     assert "runs were pruned (asha rule)" in capsys.readouterr().out
+    assert status_report(read_run(tmp_path / "run")).pruned == len(pruned)
     again = run(_config(*overrides))
     assert again["resumed_evaluations"] == len(rows) and _rows(tmp_path / "run" / "store.sqlite") == rows
     with pytest.raises(NASError, match=r"pruning.eta must be a whole number of at least 2, got 0"):
