@@ -24,6 +24,7 @@ from nas.errors import NASError, positive_number, whole_number
 from nas.report.front import FRONT_PNG, front_of, front_plot, front_table
 from nas.acquisition.goals import Goals
 from nas.objectives.costs import CostAwareObjective
+from nas.objectives.training import TrainingObjective
 from nas.costs.measured import MEASURABLE, MeasuredCosts
 from nas.paths import resolve_path
 from nas.progress import (
@@ -150,16 +151,7 @@ def check_image_size(cfg: DictConfig, space: SearchSpace) -> None:
 def build_objective(cfg: DictConfig, space: SearchSpace) -> Any:
     """The objective of the config; a training objective also gets the dataset, trainer and fidelity."""
     if trains_candidates(cfg.objective):
-        # Built objects are passed to a partial: given to instantiate directly, Hydra would
-        # turn the dataclasses back into configs.
-        build = hydra.utils.instantiate(cfg.objective, _partial_=True)
-        return build(
-            space=space,
-            dataset=hydra.utils.instantiate(cfg.dataset),
-            trainer=hydra.utils.instantiate(cfg.trainer),
-            fidelity=hydra.utils.instantiate(cfg.fidelity),
-            seed=cfg.seed,
-        )
+        return TrainingObjective.from_config(cfg, space, seed=cfg.seed)
     return hydra.utils.instantiate(cfg.objective, space=space)
 
 

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from nas.bench.journal import Journal, task_fingerprint
@@ -109,19 +108,8 @@ class HeldOutHidden:
 
 
 def build_training_objective(cfg: DictConfig, space: SearchSpace, seed: int) -> TrainingObjective:
-    """The benchmark's training objective (``cfg.objective`` with its dataset, trainer and
-    fidelity), measuring held-out accuracy, training with ``seed``."""
-    build = hydra.utils.instantiate(cfg.objective, _partial_=True)
-    return build(
-        space=space,
-        dataset=hydra.utils.instantiate(cfg.dataset),
-        trainer=hydra.utils.instantiate(cfg.trainer),
-        fidelity=hydra.utils.instantiate(cfg.fidelity),
-        seed=seed,
-        held_out_metric=True,
-        continuation=False,
-        checkpoint_dir=None,
-    )
+    """The benchmark's training objective, measuring held-out accuracy, training with ``seed``."""
+    return TrainingObjective.from_config(cfg, space, seed, held_out_metric=True, continuation=False, checkpoint_dir=None)
 
 
 def _returned_trace(space: SearchSpace, history: SearchHistory, held_out: dict[tuple[Encoding, str], float], clock: list[float], hi_epochs: int) -> list[list[float]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from nas.errors import NASError
 from nas.fidelity import FidelitySchedule, epoch_metric_key
@@ -86,6 +86,24 @@ class TrainingObjective:
         self.held_out_metric = held_out_metric
         # Load the data now: a missing or empty dataset must stop the search before it starts.
         self.dataset.setup("fit")
+
+    @classmethod
+    def from_config(cls, cfg: Any, space: SearchSpace, seed: int, **overrides: Any) -> "TrainingObjective":
+        """The objective of ``cfg.objective`` with the dataset, trainer and fidelity of ``cfg``
+        (their config groups), training with ``seed``; ``overrides`` replace constructor arguments."""
+        import hydra
+
+        # Built objects are passed to a partial: given to instantiate directly, Hydra would
+        # turn the dataclasses back into configs.
+        build = hydra.utils.instantiate(cfg.objective, _partial_=True)
+        return build(
+            space=space,
+            dataset=hydra.utils.instantiate(cfg.dataset),
+            trainer=hydra.utils.instantiate(cfg.trainer),
+            fidelity=hydra.utils.instantiate(cfg.fidelity),
+            seed=seed,
+            **overrides,
+        )
 
     @property
     def needs_own_process(self) -> bool:

@@ -107,3 +107,29 @@ def test_random_search_exhausts_a_small_space_without_repeats(table: TableObject
         strategy.tell(batch, [0.0] * len(batch))
         seen.update(batch)
     assert len(seen) == len(strategy.encodings)
+
+
+def test_bo_drops_its_pretraining_when_no_zero_cost_metric_ranks_the_observations(nb201: NB201Space, small_zero_cost: ZeroCostData, tiny_ensemble: dict) -> None:
+    from functools import partial
+
+    import torch
+
+    ensemble = partial(EnsembleSurrogate, **{**tiny_ensemble, "pretrain_epochs": 200})  # heads that have learnt their metrics
+    exact = small_zero_cost.select([m for m in small_zero_cost.metrics if m != "latency_ms"])  # timed latency differs run to run
+    codes = exact.codes[:10]
+    params = exact.values[:10, list(exact.metrics).index("params")]
+
+    def told(values: torch.Tensor, check: int | None = 10) -> BayesianOptimization:
+        strategy = BayesianOptimization(nb201, ensemble, seed=0, batch_size=1, initial_points=10, pretraining_check=check)
+        strategy.pretrain(exact)
+        strategy.tell(codes.tolist(), values.tolist())
+        strategy.ask(1)  # fits the surrogate, checking the pretraining first
+        return strategy
+
+    # A value a metric ranks (as FLOPs and parameters rank NAS-Bench-201's accuracies): the pretraining stays.
+    assert told(params).surrogate.metric_heads
+    # Values no metric knows of (a fixed shuffle): dropped after 10 observations, unless never checked.
+    shuffled = params[torch.randperm(10, generator=torch.Generator().manual_seed(1))]
+    dropped = told(shuffled)
+    assert not dropped.surrogate.metric_heads and dropped.surrogate.pretraining == "none"
+    assert told(shuffled, check=None).surrogate.metric_heads
