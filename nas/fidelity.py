@@ -33,6 +33,12 @@ def epoch_metric_key(epoch: int) -> str:
     return f"value_at_epoch_{epoch}"
 
 
+def epoch_of_metric_key(key: str) -> int | None:
+    """The epoch of an :func:`epoch_metric_key` (``None`` for any other key)."""
+    prefix = "value_at_epoch_"
+    return int(key[len(prefix):]) if key.startswith(prefix) and key[len(prefix):].isdigit() else None
+
+
 def fidelity_metric_key(fidelity: str) -> str:
     """Key of ``Evaluation.metrics`` holding the value a named ``fidelity`` would have returned."""
     return f"value_at_fidelity_{fidelity}"

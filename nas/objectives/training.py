@@ -146,7 +146,7 @@ class TrainingObjective:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         evaluation = self._train(
             encoding, epochs, (epochs - done["epochs"]) / self.fidelity.hi_epochs,
-            ckpt_path=str(checkpoint) if done["epochs"] else None, save_checkpoint=str(checkpoint), stop_rule=stop_rule,
+            ckpt_path=str(checkpoint) if done["epochs"] else None, save_checkpoint=str(checkpoint), stop_rule=stop_rule, start_epoch=done["epochs"],
         )
         # Earlier epochs were validated by the earlier run: the evaluation reports them all.
         evaluation.metrics = {**{epoch_metric_key(int(k)): v for k, v in done["values"].items()}, **evaluation.metrics}
@@ -158,8 +158,11 @@ class TrainingObjective:
         return evaluation
 
     def _train(
-        self, encoding: Encoding, epochs: int, cost: float, ckpt_path: str | None = None, save_checkpoint: str | None = None, stop_rule: StopRule | None = None
+        self, encoding: Encoding, epochs: int, cost: float, ckpt_path: str | None = None, save_checkpoint: str | None = None,
+        stop_rule: StopRule | None = None, start_epoch: int = 0,
     ) -> Evaluation:
+        """Train ``encoding`` up to ``epochs`` (from ``start_epoch``, the checkpoint's, when continuing);
+        ``cost`` is that of the epochs this call is to train."""
         num_classes = self.dataset.num_classes
         held_out = HeldOutAccuracy(self.dataset.test_dataloader()) if self.held_out_metric else None
         result = train_and_evaluate(
@@ -187,10 +190,9 @@ class TrainingObjective:
             metrics["val_loss"] = result.history[-1].val_loss
             metrics["train_loss"] = result.history[-1].train_loss
         if result.status == PRUNED and result.final_val_acc is not None:
-            # Charged the epochs it ran: ``cost`` is that of the epochs this call was to train.
-            started = epochs - round(cost * self.fidelity.hi_epochs) if self.continuation else 0
-            ran = result.epochs_run - started
-            return Evaluation(value=100.0 * result.final_val_acc, cost=cost * ran / max(1, epochs - started), status=PRUNED, metrics=metrics, error=result.reason)
+            # Charged the epochs it ran of those this call was to train.
+            ran = (result.epochs_run - start_epoch) / (epochs - start_epoch)
+            return Evaluation(value=100.0 * result.final_val_acc, cost=cost * ran, status=PRUNED, metrics=metrics, error=result.reason)
         if not result.ok or result.final_val_acc is None:
             return Evaluation(value=math.nan, cost=cost, status="failed", metrics=metrics, error=result.reason or "no epoch was validated")
         if self.measure_latency:

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import torch
 
-from nas.errors import NASError
-from nas.fidelity import epoch_metric_key
+from nas.errors import NASError, whole_number
+from nas.fidelity import epoch_of_metric_key
 from nas.trial import PRUNED, EpochGate, Evaluation, Trial
 
 #: The rules ``pruning=<name>`` selects; ``none`` prunes nothing.
@@ -42,12 +42,8 @@ _COPIED = ("twin_of",)
 
 def curve_of(evaluation: Evaluation) -> dict[int, float]:
     """Epoch -> validated value of one evaluation (empty when it reports no epochs)."""
-    prefix = epoch_metric_key(0)[:-1]
-    curve = {}
-    for key, value in evaluation.metrics.items():
-        if key.startswith(prefix) and key[len(prefix):].isdigit() and math.isfinite(value):
-            curve[int(key[len(prefix):])] = float(value)
-    return curve
+    epochs = {key: epoch_of_metric_key(key) for key in evaluation.metrics}
+    return {epoch: float(evaluation.metrics[key]) for key, epoch in epochs.items() if epoch is not None and math.isfinite(evaluation.metrics[key])}
 
 
 class PruningRule:
@@ -58,10 +54,15 @@ class PruningRule:
     """
 
     name = "none"
+    #: The gate's comparison (see :class:`~nas.trial.EpochGate`).
+    quantile = 0.5
+    include_own = False
+    #: Whether runs stopped early count at the epochs they reached (a rung's record), or only
+    #: runs that trained all their epochs do (the median rule's reference, as Optuna's).
+    counts_pruned = True
 
     def __init__(self, min_runs: int = 5) -> None:
-        if isinstance(min_runs, bool) or not isinstance(min_runs, int) or min_runs < 1:
-            raise NASError(f"pruning.min_runs must be a whole number of at least 1, got {min_runs!r}.")
+        whole_number("pruning.min_runs", min_runs, minimum=1)
         self.min_runs = min_runs
         self.curves: list[dict[int, float]] = []
         self.completed: list[bool] = []  # per curve: the run trained all its epochs
@@ -87,10 +88,6 @@ class PruningRule:
     def valid_range(self, epochs: int) -> str:
         return "use pruning=none"
 
-    #: Whether runs stopped early count at the epochs they reached (a rung's record), or only
-    #: runs that trained all their epochs do (the median rule's reference, as Optuna's).
-    counts_pruned = True
-
     def values_at(self, epoch: int) -> tuple[float, ...]:
         return tuple(curve[epoch] for curve, done in zip(self.curves, self.completed) if epoch in curve and (done or self.counts_pruned))
 
@@ -101,9 +98,6 @@ class PruningRule:
         longest = max((max(curve) for curve in self.curves), default=0)
         cutoffs = {k: values for k in self.checked_epochs(longest) if len(values := self.values_at(k)) >= self.min_runs}
         return EpochGate(self.name, cutoffs, self.quantile, self.include_own) if cutoffs else None
-
-    quantile = 0.5
-    include_own = False
 
 
 class MedianStopping(PruningRule):
@@ -119,8 +113,7 @@ class MedianStopping(PruningRule):
 
     def __init__(self, warmup_epochs: int = 1, min_runs: int = 5) -> None:
         super().__init__(min_runs)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 1:
-            raise NASError(f"pruning.warmup_epochs must be a whole number of at least 1, got {warmup_epochs!r}.")
+        whole_number("pruning.warmup_epochs", warmup_epochs, minimum=1)
         self.warmup_epochs = warmup_epochs
 
     def checked_epochs(self, epochs: int) -> list[int]:
@@ -144,10 +137,8 @@ class AsynchronousHalving(PruningRule):
 
     def __init__(self, min_epochs: int = 1, eta: int = 3, min_runs: int = 3) -> None:
         super().__init__(min_runs)
-        if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 1:
-            raise NASError(f"pruning.min_epochs must be a whole number of at least 1, got {min_epochs!r}.")
-        if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-            raise NASError(f"pruning.eta must be a whole number of at least 2, got {eta!r}.")
+        whole_number("pruning.min_epochs", min_epochs, minimum=1)
+        whole_number("pruning.eta", eta, minimum=2)
         self.min_epochs, self.eta = min_epochs, eta
         self.quantile = 1.0 - 1.0 / eta
 

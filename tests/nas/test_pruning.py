@@ -124,11 +124,11 @@ def test_pruned_runs_join_the_surrogate_at_the_rank_they_held() -> None:
     ("settings", "message"),
     [
         ({"rule": "patience"}, r"Unknown pruning rule 'patience'; valid rules are none, median, asha\."),
-        ({"rule": "median", "warmup_epochs": 0}, r"pruning.warmup_epochs must be a whole number of at least 1, got 0\."),
-        ({"rule": "median", "warmup_epochs": "abc"}, r"pruning.warmup_epochs must be a whole number of at least 1, got 'abc'\."),
-        ({"rule": "asha", "eta": 1}, r"pruning.eta must be a whole number of at least 2, got 1\."),
-        ({"rule": "asha", "min_epochs": -1}, r"pruning.min_epochs must be a whole number of at least 1, got -1\."),
-        ({"rule": "median", "min_runs": 0}, r"pruning.min_runs must be a whole number of at least 1, got 0\."),
+        ({"rule": "median", "warmup_epochs": 0}, r"pruning.warmup_epochs must be a whole number >= 1, got 0\."),
+        ({"rule": "median", "warmup_epochs": "abc"}, r"pruning.warmup_epochs must be a whole number >= 1, got 'abc'\."),
+        ({"rule": "asha", "eta": 1}, r"pruning.eta must be a whole number >= 2, got 1\."),
+        ({"rule": "asha", "min_epochs": -1}, r"pruning.min_epochs must be a whole number >= 1, got -1\."),
+        ({"rule": "median", "min_runs": 0}, r"pruning.min_runs must be a whole number >= 1, got 0\."),
         ({"rule": "median", "rungs": 3}, r"The median pruning rule takes the settings warmup_epochs, min_runs; got rungs\."),
     ],
 )
@@ -304,7 +304,7 @@ def test_nas_run_prunes_stores_the_reason_and_resumes_without_rerunning(tmp_path
     assert status_report(read_run(tmp_path / "run")).pruned == len(pruned)
     again = run(_config(*overrides))
     assert again["resumed_evaluations"] == len(rows) and _rows(tmp_path / "run" / "store.sqlite") == rows
-    with pytest.raises(NASError, match=r"pruning.eta must be a whole number of at least 2, got 0"):
+    with pytest.raises(NASError, match=r"pruning.eta must be a whole number >= 2, got 0"):
         run(_config(*overrides[:-1], "pruning.eta=0", f"output_dir={tmp_path / 'bad'}"))
     with pytest.raises(NASError, match=r"TableObjective\) reports no epochs"):
         run(_config("searchspace=nb201", "objective=table", "strategy=random", "pruning=median", f"output_dir={tmp_path / 'table'}"))
