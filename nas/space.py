@@ -7,6 +7,7 @@ members as one sorted ``n x d`` tensor, which is what the acquisition is maximis
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import Any, Sequence
@@ -86,8 +87,21 @@ class SearchSpace(ABC):
             strides[i] = strides[i + 1] * cards[i + 1]
         return torch.tensor(strides, dtype=torch.long)
 
+    @cached_property
+    def _hash_multipliers(self) -> torch.Tensor | None:
+        """Random odd 63-bit multipliers, for spaces whose raw product does not fit an int64."""
+        if self.raw_size < 2**62:
+            return None
+        return torch.randint(1, 2**62, (self.num_variables,), generator=torch.Generator().manual_seed(0x5EED)) * 2 + 1
+
     def keys(self, codes: torch.Tensor) -> torch.Tensor:
-        """``n`` LongTensor of unique integer keys of ``n x d`` codes (sorted like the codes)."""
+        """``n`` LongTensor of unique integer keys of ``n x d`` codes (sorted like the codes).
+
+        A space of more than 2^62 raw combinations (a product with continuous variables)
+        keys members by a multiply-add hash instead, unsorted, whose collisions have odds of
+        about ``n^2 / 2^64``."""
+        if self._hash_multipliers is not None:
+            return (codes * self._hash_multipliers).sum(dim=1)
         return (codes * self._strides).sum(dim=1)
 
     def function_keys(self, codes: torch.Tensor) -> torch.Tensor:
@@ -107,7 +121,7 @@ class SearchSpace(ABC):
 
     @property
     def raw_size(self) -> int:
-        return int(torch.prod(self.cardinalities).item())
+        return math.prod(self.cardinalities.tolist())  # Python ints: a product may exceed int64
 
     @property
     def enumerable(self) -> bool:

@@ -10,10 +10,12 @@ from typing import Any, Callable
 from nas.errors import NASError
 from nas.space import SearchSpace
 from nas.spaces.attention import AttentionSpace
-from nas.spaces.mobileone import MobileOneSpace
+from nas.spaces.hparams import MixedSpace
 from nas.spaces.moat_hybrid import MoatHybridSpace
+from nas.spaces.mobileone import MobileOneSpace
 from nas.spaces.nb201 import NB201Space
 from nas.spaces.nb301 import NB301Space
+from nas.spaces.product import ProductSpace
 from nas.spaces.swiftformer_hybrid import SwiftFormerHybridSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {
@@ -23,6 +25,7 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
     "swiftformer_hybrid": SwiftFormerHybridSpace,
     "moat_hybrid": MoatHybridSpace,
     "attention": AttentionSpace,
+    "mixed": MixedSpace,  # integer, float and categorical variables declared in config
 }
 
 
@@ -33,3 +36,14 @@ def build_space(name: str, **kwargs: Any) -> SearchSpace:
     except KeyError:
         raise NASError(f"Unknown search space {name!r}; valid search spaces are {', '.join(sorted(SPACES))}.") from None
     return factory(**kwargs)
+
+
+def space_from_config(cfg: Any) -> SearchSpace:
+    """The space a run searches: ``cfg.searchspace``, times the hyperparameter block
+    ``cfg.hparams`` when it declares variables (``hparams=default``)."""
+    space = build_space(**cfg.searchspace)
+    hparams = cfg.get("hparams") if hasattr(cfg, "get") else None
+    variables = hparams.get("variables") if hparams else None
+    if not variables:
+        return space
+    return ProductSpace(space, MixedSpace(variables, label=str(hparams.get("label", "hparams"))))

@@ -1,0 +1,488 @@
+"""Mixed spaces: integer, float (linear or log) and categorical variables with conditions
+(their product with an architecture space is :class:`nas.spaces.product.ProductSpace`).
+
+Declared in config (``configs/hparams/default.yaml``, ``configs/searchspace/lcbench.yaml``)::
+
+    learning_rate: {type: float, lower: 1.0e-4, upper: 0.1, log: true, default: 1.0e-3}
+    batch_size:    {type: int, lower: 16, upper: 512, log: true}
+    optimizer:     {type: categorical, choices: [adamw, sgd]}
+    momentum:      {type: float, lower: 0.5, upper: 0.99, when: {optimizer: [sgd]}}
+
+or in Python with :func:`Integer`, :func:`Float` and :func:`Categorical`.
+
+**Encoding.** Every framework space encodes a member as a tuple of integer codes, which is
+what the store, the strategies and the surrogate share. A numeric variable's codes index a
+grid that is uniform on its scale (the logarithm for ``log: true``): :data:`FLOAT_STEPS`
+steps between the bounds for a float (0.1 % of its range, far below what training noise
+resolves), every integer for an integer variable of up to :data:`FLOAT_STEPS` + 1 values.
+A value typed by a user is snapped to the nearest grid point. The surrogate never sees the
+codes as categories: a numeric variable's feature is its position on its scale, in [0, 1]
+(:meth:`MixedSpace.features`), so nearby values are nearby inputs.
+
+**Conditions.** A variable with ``when: {parent: [values]}`` is *active* only when its
+parent is active and takes one of those values. An inactive variable is held at its
+default's code, so every configuration has one encoding (as NAS-Bench-301 codes unused edges
+``none``); its features are zero, with an ``active`` indicator beside them.
+
+**Search moves.** Sampling is uniform on each variable's scale (log-uniform for ``log``);
+a mutation changes one active variable, a numeric one by a Gaussian step of
+:data:`MUTATION_SCALE` of its range; :meth:`MixedSpace.perturb` moves every active numeric
+variable a little at once, the local refinement the acquisition uses around its best
+candidates (:meth:`nas.strategies.bo.SurrogateGuided._candidates`). All of it is vectorised
+over rows.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.errors import NASError
+from nas.space import Encoding, SearchSpace
+
+KINDS = ("int", "float", "categorical")
+#: Grid steps between the bounds of a float variable (and of a wide integer one).
+FLOAT_STEPS = 1000
+#: Standard deviation of a mutation's step, as a share of a numeric variable's range.
+MUTATION_SCALE = 0.15
+#: The keys a variable's config may have.
+VARIABLE_KEYS = ("type", "lower", "upper", "log", "choices", "default", "when")
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, ".6g")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable of a :class:`MixedSpace` (build it with :func:`Integer`, :func:`Float`,
+    :func:`Categorical` or :func:`variable_from_config`, which check it).
+
+    ``when`` maps a parent variable to the values under which this one is active."""
+
+    name: str
+    kind: str
+    lower: float | None = None
+    upper: float | None = None
+    log: bool = False
+    options: tuple[object, ...] = ()
+    default: object = None
+    when: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    grid: tuple[object, ...] = field(default=(), compare=False)
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "categorical"
+
+    def transform(self, value: float) -> float:
+        return math.log(value) if self.log else float(value)
+
+    def position(self, value: float) -> float:
+        """Where ``value`` lies on the variable's scale, 0 at ``lower`` and 1 at ``upper``."""
+        assert self.lower is not None and self.upper is not None
+        low, high = self.transform(self.lower), self.transform(self.upper)
+        return (self.transform(value) - low) / (high - low)
+
+    def code_of(self, value: object) -> int:
+        """The grid code nearest ``value`` (a categorical's must be one of its options)."""
+        if not self.numeric:
+            texts = [_value_text(o) for o in self.grid]
+            text = _value_text(value)
+            if value in self.grid:
+                return self.grid.index(value)
+            if text in texts:
+                return texts.index(text)
+            raise NASError(f"Variable {self.name!r} takes {', '.join(texts)}, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(str(value))
+            except ValueError:
+                raise NASError(f"Variable {self.name!r} takes a number between {_value_text(self.lower)} and {_value_text(self.upper)}, got {value!r}.") from None
+        assert self.lower is not None and self.upper is not None
+        if not self.lower - 1e-12 * abs(self.lower) <= value <= self.upper + 1e-12 * abs(self.upper):
+            raise NASError(f"Variable {self.name!r} takes a number between {_value_text(self.lower)} and {_value_text(self.upper)}, got {_value_text(value)}.")
+        target = self.position(max(value, self.lower) if self.log else value)
+        positions = [self.position(v) for v in self.grid]  # type: ignore[arg-type]
+        return min(range(len(positions)), key=lambda i: abs(positions[i] - target))
+
+
+def _grid(kind: str, lower: float, upper: float, log: bool) -> tuple[object, ...]:
+    """The values a numeric variable's codes stand for, uniform on its scale."""
+    if kind == "int" and upper - lower <= FLOAT_STEPS:
+        return tuple(range(int(lower), int(upper) + 1))
+    t = torch.linspace(0.0, 1.0, FLOAT_STEPS + 1, dtype=torch.float64)
+    if log:
+        values = torch.exp(math.log(lower) + t * (math.log(upper) - math.log(lower)))
+    else:
+        values = lower + t * (upper - lower)
+    if kind == "int":
+        return tuple(sorted({int(round(v)) for v in values.tolist()}))
+    return tuple(float(f"{v:.6g}") for v in values.tolist())
+
+
+def _number(name: str, what: str, value: object, kind: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NASError(f"Variable {name!r} needs a finite number as its {what}, got {value!r}.")
+    if kind == "int" and float(value) != int(value):
+        raise NASError(f"Variable {name!r} is an integer variable, so its {what} must be a whole number, got {value!r}.")
+    return float(value)
+
+
+def _conditions(name: str, when: Mapping[str, Any] | None) -> tuple[tuple[str, tuple[object, ...]], ...]:
+    if not when:
+        return ()
+    if not isinstance(when, Mapping):
+        raise NASError(f"Variable {name!r} has when={when!r}; give it as {{variable: [values under which {name} is active]}}.")
+    return tuple((str(parent), tuple(values) if isinstance(values, Sequence) and not isinstance(values, str) else (values,)) for parent, values in when.items())
+
+
+def Integer(name: str, lower: int, upper: int, log: bool = False, default: int | None = None, when: Mapping[str, Any] | None = None) -> Variable:
+    """An integer variable ``lower..upper`` (both included), uniform on a log scale with ``log``."""
+    return _numeric(name, "int", lower, upper, log, default, when)
+
+
+def Float(name: str, lower: float, upper: float, log: bool = False, default: float | None = None, when: Mapping[str, Any] | None = None) -> Variable:
+    """A float variable between ``lower`` and ``upper``, uniform on a log scale with ``log``."""
+    return _numeric(name, "float", lower, upper, log, default, when)
+
+
+def Categorical(name: str, choices: Sequence[object], default: object = None, when: Mapping[str, Any] | None = None) -> Variable:
+    """A categorical variable over ``choices`` (default: the first)."""
+    options = tuple(choices) if isinstance(choices, Sequence) and not isinstance(choices, str) else ()
+    if not options:
+        raise NASError(f"Categorical variable {name!r} needs a non-empty list of choices, got {choices!r}.")
+    if len({_value_text(o) for o in options}) != len(options):
+        raise NASError(f"Categorical variable {name!r} lists a choice twice: {', '.join(map(_value_text, options))}.")
+    chosen = options[0] if default is None else default
+    if chosen not in options:
+        raise NASError(f"The default {chosen!r} of variable {name!r} is not one of its choices {', '.join(map(_value_text, options))}.")
+    return Variable(name, "categorical", options=options, default=chosen, when=_conditions(name, when), grid=options)
+
+
+def _numeric(name: str, kind: str, lower: object, upper: object, log: bool, default: object, when: Mapping[str, Any] | None) -> Variable:
+    low, high = _number(name, "lower bound", lower, kind), _number(name, "upper bound", upper, kind)
+    if not low < high:
+        raise NASError(f"Variable {name!r} has its lower bound {_value_text(lower)} not below its upper bound {_value_text(upper)}; give lower < upper.")
+    if log and low <= 0:
+        raise NASError(f"Variable {name!r} is on a log scale, which needs bounds above 0, got lower={_value_text(lower)}; use a positive lower bound or log: false.")
+    grid = _grid(kind, low, high, bool(log))
+    if kind == "int":
+        low, high = int(low), int(high)
+    variable = Variable(name, kind, low, high, bool(log), default=None, when=_conditions(name, when), grid=grid)
+    if default is None:
+        middle = math.exp((math.log(low) + math.log(high)) / 2) if log else (low + high) / 2
+        chosen = grid[variable.code_of(middle)]
+    else:
+        value = _number(name, "default", default, kind)
+        if not low <= value <= high:
+            raise NASError(f"The default {_value_text(default)} of variable {name!r} is outside its bounds {_value_text(low)}..{_value_text(high)}.")
+        chosen = grid[variable.code_of(value)]
+    return Variable(name, kind, low, high, bool(log), default=chosen, when=variable.when, grid=grid)
+
+
+def variable_from_config(name: str, spec: Mapping[str, Any]) -> Variable:
+    """The variable ``name`` declared by a config mapping (keys: :data:`VARIABLE_KEYS`)."""
+    if not isinstance(spec, Mapping):
+        raise NASError(f"Variable {name!r} must be declared as a mapping with type and its bounds or choices, got {spec!r}.")
+    unknown = [k for k in spec if k not in VARIABLE_KEYS]
+    if unknown:
+        raise NASError(f"Variable {name!r} has the unknown setting {unknown[0]!r}; valid settings are {', '.join(VARIABLE_KEYS)}.")
+    kind = spec.get("type")
+    if kind not in KINDS:
+        raise NASError(f"Variable {name!r} has type {kind!r}; valid types are {', '.join(KINDS)}.")
+    if kind == "categorical":
+        return Categorical(name, spec.get("choices") or (), spec.get("default"), spec.get("when"))
+    for key in ("lower", "upper"):
+        if key not in spec:
+            raise NASError(f"Variable {name!r} of type {kind} needs a {key} bound.")
+    return _numeric(name, kind, spec["lower"], spec["upper"], bool(spec.get("log", False)), spec.get("default"), spec.get("when"))
+
+
+class MixedSpace(SearchSpace):
+    """A space of integer, float and categorical variables with conditions (module docstring).
+
+    Args:
+        variables: the variables, as :class:`Variable` objects or ``{name: config mapping}``.
+        label: the space's name (``hparams``, ``lcbench``, …).
+    """
+
+    def __init__(self, variables: Sequence[Variable] | Mapping[str, Mapping[str, Any]], label: str = "hparams") -> None:
+        if isinstance(variables, Mapping):
+            parsed = [variable_from_config(str(name), spec) for name, spec in variables.items()]
+        else:
+            parsed = list(variables)
+        if not parsed:
+            raise NASError(f"Space {label!r} declares no variables; give at least one.")
+        names = [v.name for v in parsed]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise NASError(f"Space {label!r} declares variable {duplicate!r} twice.")
+        for index, variable in enumerate(parsed):
+            for parent, values in variable.when:
+                if parent not in names:
+                    raise NASError(f"Variable {variable.name!r} is conditioned on {parent!r}, which is not a variable of space {label!r}; its variables are {', '.join(names)}.")
+                if names.index(parent) >= index:
+                    raise NASError(f"Variable {variable.name!r} is conditioned on {parent!r}, declared after it (or itself); declare a condition's variable first.")
+                owner = parsed[names.index(parent)]
+                for value in values:
+                    owner.code_of(value)  # a condition on a value the parent cannot take says so
+        self.name = label
+        self.variables = tuple(parsed)
+
+    # ------------------------------------------------------------------ declaration
+    @property
+    def variable_names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variables)
+
+    @property
+    def choices(self) -> tuple[tuple[object, ...], ...]:
+        return tuple(v.grid for v in self.variables)
+
+    def signature(self) -> dict[str, object]:
+        return {"name": self.name, "variables": [[v.name, v.kind, v.lower, v.upper, v.log, list(map(_value_text, v.options)), _value_text(v.default), [[p, list(map(_value_text, vals))] for p, vals in v.when]] for v in self.variables]}
+
+    @cached_property
+    def default_codes(self) -> torch.Tensor:
+        """``d`` codes of the variables' defaults (where inactive variables are held)."""
+        return torch.tensor([v.code_of(v.default) for v in self.variables], dtype=torch.long)
+
+    @cached_property
+    def _conditions(self) -> list[tuple[int, int, torch.Tensor]]:
+        """``(child, parent, codes of the parent that activate the child)`` in declaration order."""
+        names = self.variable_names
+        out = []
+        for child, variable in enumerate(self.variables):
+            for parent, values in variable.when:
+                owner = self.variables[names.index(parent)]
+                out.append((child, names.index(parent), torch.tensor(sorted({owner.code_of(v) for v in values}), dtype=torch.long)))
+        return out
+
+    @cached_property
+    def _numeric(self) -> torch.Tensor:
+        return torch.tensor([v.numeric for v in self.variables])
+
+    @cached_property
+    def _positions(self) -> torch.Tensor:
+        """``d x max_cardinality`` position of each numeric code on its scale (0 for categoricals)."""
+        table = torch.zeros(self.num_variables, int(self.cardinalities.max()), dtype=torch.float32)
+        for i, v in enumerate(self.variables):
+            if v.numeric:
+                table[i, : len(v.grid)] = torch.tensor([v.position(x) for x in v.grid], dtype=torch.float32)  # type: ignore[arg-type]
+        return table
+
+    @cached_property
+    def _values(self) -> torch.Tensor:
+        """``d x max_cardinality`` numeric value of each code (a categorical's: its code)."""
+        table = torch.zeros(self.num_variables, int(self.cardinalities.max()), dtype=torch.float64)
+        for i, v in enumerate(self.variables):
+            table[i, : len(v.grid)] = torch.tensor([float(x) for x in v.grid] if v.numeric else list(range(len(v.grid))), dtype=torch.float64)  # type: ignore[arg-type]
+        return table
+
+    # ------------------------------------------------------------------ conditions
+    def active(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x d`` BoolTensor: which variables of ``n x d`` codes are active."""
+        active = torch.ones(codes.shape, dtype=torch.bool)
+        for child, parent, allowed in self._conditions:
+            active[:, child] &= active[:, parent] & torch.isin(codes[:, parent], allowed)
+        return active
+
+    def canonical(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x d`` codes with every inactive variable at its default's code."""
+        return torch.where(self.active(codes), codes, self.default_codes.expand_as(codes))
+
+    def valid_mask(self, codes: torch.Tensor) -> torch.Tensor:
+        return (codes == self.canonical(codes)).all(dim=1)
+
+    # ------------------------------------------------------------------ strings
+    def to_string(self, encoding: Encoding) -> str:
+        codes = torch.tensor([encoding], dtype=torch.long)
+        active = self.active(codes)[0].tolist()
+        return " ".join(f"{v.name}={_value_text(v.grid[c])}" for v, c, on in zip(self.variables, encoding, active) if on)
+
+    def parse(self, text: str) -> Encoding:
+        given: dict[str, str] = {}
+        for token in str(text).split():
+            name, sep, value = token.partition("=")
+            if not sep or name not in self.variable_names:
+                raise NASError(f"Malformed {self.name} configuration {text!r}: {token!r} is not 'variable=value' with a variable among {', '.join(self.variable_names)}.")
+            if name in given:
+                raise NASError(f"Malformed {self.name} configuration {text!r}: variable {name!r} is given twice.")
+            given[name] = value
+        return self.from_config(given)
+
+    def from_config(self, config: Mapping[str, object]) -> Encoding:
+        """The encoding of ``{variable: value}`` holding the active variables (numbers snapped
+        to the grid); raises :class:`NASError` on a missing active or a set inactive variable."""
+        unknown = [k for k in config if k not in self.variable_names]
+        if unknown:
+            raise NASError(f"Space {self.name!r} has no variable {unknown[0]!r}; its variables are {', '.join(self.variable_names)}.")
+        codes = self.default_codes.clone()
+        for i, v in enumerate(self.variables):
+            if v.name in config:
+                codes[i] = v.code_of(config[v.name])
+        active = self.active(codes.unsqueeze(0))[0]
+        for i, v in enumerate(self.variables):
+            if not bool(active[i]) and v.name in config:
+                parents = " and ".join(f"{p} is {'/'.join(map(_value_text, vals))}" for p, vals in v.when)
+                raise NASError(f"Configuration of {self.name!r} sets {v.name}, which is active only when {parents}.")
+            if bool(active[i]) and v.name not in config:
+                raise NASError(f"Configuration of {self.name!r} lacks {v.name}, which is active here.")
+        return tuple(codes.tolist())
+
+    def describe(self, encoding: Encoding) -> dict[str, object]:
+        """``{variable: value}`` of the active variables of ``encoding``."""
+        active = self.active(torch.tensor([encoding], dtype=torch.long))[0].tolist()
+        return {v.name: v.grid[c] for v, c, on in zip(self.variables, encoding, active) if on}
+
+    def values(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x d`` float64 values of ``n x d`` codes (a categorical's value: its code)."""
+        return self._values.gather(1, codes.T.contiguous()).T if codes.numel() else torch.zeros(0, self.num_variables, dtype=torch.float64)
+
+    # ------------------------------------------------------------------ features
+    def features(self, codes: torch.Tensor) -> torch.Tensor:
+        """``n x f`` surrogate features: a numeric variable's position on its scale (in [0, 1]),
+        a categorical's one-hot code, both zero when inactive; then one ``active`` indicator
+        per conditional variable."""
+        active = self.active(codes)
+        positions = self._positions.gather(1, codes.T.contiguous()).T if codes.numel() else torch.zeros(0, self.num_variables)
+        parts = []
+        for i, v in enumerate(self.variables):
+            on = active[:, i].float()
+            if v.numeric:
+                parts.append((positions[:, i] * on).unsqueeze(1))
+            else:
+                parts.append(torch.nn.functional.one_hot(codes[:, i], len(v.grid)).float() * on.unsqueeze(1))
+        parts += [active[:, i : i + 1].float() for i, v in enumerate(self.variables) if v.when]
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------ moves
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n x d`` codes, each variable uniform on its scale, inactive ones at their default."""
+        draw = (torch.rand(n, self.num_variables, generator=generator, dtype=torch.float64) * self.cardinalities).long()
+        return self.canonical(draw)
+
+    def _step(self, codes: torch.Tensor, variable: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+        """``codes`` with variable ``variable[r]`` of each row ``r`` changed: numeric ones by a
+        Gaussian step of ``scale`` of their range (at least one grid step), categoricals to
+        another choice."""
+        rows = torch.arange(codes.shape[0])
+        current = codes[rows, variable]
+        cards = self.cardinalities[variable]
+        step = torch.round(torch.randn(codes.shape[0], generator=generator, dtype=torch.float64) * scale * (cards - 1).double()).long()
+        step = torch.where(step == 0, torch.where(torch.rand(codes.shape[0], generator=generator) < 0.5, -1, 1), step)
+        moved = (current + step).clamp(min=torch.zeros_like(cards), max=cards - 1)
+        moved = torch.where(moved == current, (current - step.sign()).clamp(min=torch.zeros_like(cards), max=cards - 1), moved)
+        other = (current + 1 + (torch.rand(codes.shape[0], generator=generator, dtype=torch.float64) * (cards - 1).clamp(min=1)).long()) % cards
+        out = codes.clone()
+        out[rows, variable] = torch.where(self._numeric[variable], moved, other)
+        return out
+
+    def mutate_codes(self, codes: torch.Tensor, generator: torch.Generator, steps: int = 1) -> torch.Tensor:
+        """Each row changed in one active variable (chosen uniformly) ``steps`` times."""
+        out = codes.clone()
+        if out.shape[0] == 0:
+            return out
+        movable = (self.cardinalities > 1).expand_as(out)
+        for _ in range(steps):
+            weights = (self.active(out) & movable).float()
+            if not bool((weights.sum(1) > 0).all()):
+                return out
+            variable = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+            out = self.canonical(self._step(out, variable, MUTATION_SCALE, generator))
+        return out
+
+    def mutate(self, encoding: Encoding, generator: torch.Generator) -> Encoding:
+        return tuple(self.mutate_codes(torch.tensor([encoding], dtype=torch.long), generator)[0].tolist())
+
+    def perturb(self, codes: torch.Tensor, generator: torch.Generator, scale: float) -> torch.Tensor:
+        """Every active numeric variable of each row moved by a Gaussian step of ``scale`` of its
+        range (a local move around good points; categoricals stay)."""
+        noise = torch.randn(codes.shape, generator=generator, dtype=torch.float64) * scale * (self.cardinalities - 1).double()
+        moved = (codes + torch.round(noise).long()).clamp(min=torch.zeros_like(self.cardinalities), max=self.cardinalities - 1)
+        return self.canonical(torch.where(self._numeric & self.active(codes), moved, codes))
+
+    def neighbours(self, encoding: Encoding) -> torch.Tensor:
+        """Codes differing in one active variable: a categorical's other choices, a numeric's
+        grid points 1 step and 1 %, 5 % and 20 % of its range away on either side."""
+        base = torch.tensor(encoding, dtype=torch.long)
+        active = self.active(base.unsqueeze(0))[0]
+        rows = []
+        for i, v in enumerate(self.variables):
+            if not bool(active[i]):
+                continue
+            card = len(v.grid)
+            if v.numeric:
+                moves = {max(1, round(f * (card - 1))) for f in (0.0, 0.01, 0.05, 0.2)}
+                targets = sorted({encoding[i] + s * m for m in moves for s in (-1, 1)} & set(range(card)))
+            else:
+                targets = [c for c in range(card) if c != encoding[i]]
+            for t in targets:
+                row = base.clone()
+                row[i] = t
+                rows.append(row)
+        if not rows:
+            return base.new_empty(0, self.num_variables)
+        return torch.unique(self.canonical(torch.stack(rows)), dim=0)
+
+    def suggest(self, trial: Any) -> Encoding:
+        """Define-by-run through Optuna's ``suggest_int`` / ``suggest_float`` (with ``log``) /
+        ``suggest_categorical``, for the active variables only; values snap to the grid."""
+        config: dict[str, object] = {}
+        codes = self.default_codes.clone()
+        for i, v in enumerate(self.variables):
+            if not bool(self.active(codes.unsqueeze(0))[0, i]):
+                continue
+            if v.kind == "int":
+                value: object = trial.suggest_int(v.name, int(v.lower), int(v.upper), log=v.log)  # type: ignore[arg-type]
+            elif v.kind == "float":
+                value = trial.suggest_float(v.name, v.lower, v.upper, log=v.log)
+            else:
+                value = v.grid[trial.suggest_categorical(v.name, list(range(len(v.grid))))]
+            codes[i] = v.code_of(value)
+            config[v.name] = value
+        return tuple(codes.tolist())
+
+    def config_space(self, seed: int | None = None) -> Any:
+        """The space as a ConfigSpace ``ConfigurationSpace`` (integers, floats with ``log``,
+        categoricals, and ``InCondition`` for each condition), for SMAC."""
+        from ConfigSpace import Categorical as CSCategorical
+        from ConfigSpace import ConfigurationSpace, InCondition
+        from ConfigSpace import Float as CSFloat
+        from ConfigSpace import Integer as CSInteger
+
+        space = ConfigurationSpace(seed=seed)
+        made = {}
+        for v in self.variables:
+            if v.kind == "int":
+                made[v.name] = CSInteger(v.name, (int(v.lower), int(v.upper)), log=v.log, default=int(v.default))  # type: ignore[arg-type]
+            elif v.kind == "float":
+                made[v.name] = CSFloat(v.name, (float(v.lower), float(v.upper)), log=v.log, default=float(v.default))  # type: ignore[arg-type]
+            else:
+                made[v.name] = CSCategorical(v.name, [_value_text(o) for o in v.options], default=_value_text(v.default))
+        space.add(list(made.values()))
+        for v in self.variables:
+            for parent, values in v.when:
+                owner = self.variables[self.variable_names.index(parent)]
+                allowed = [owner.grid[owner.code_of(x)] for x in values]
+                space.add(InCondition(made[v.name], made[parent], [_value_text(x) for x in allowed] if not owner.numeric else allowed))
+        return space
+
+    def from_config_space(self, config: Mapping[str, object]) -> Encoding:
+        """The encoding of a ConfigSpace configuration of :meth:`config_space`."""
+        return self.from_config(dict(config))
+
+    # ------------------------------------------------------------------ no network
+    def to_module(self, encoding: Encoding, num_classes: int = 10) -> nn.Module:
+        raise NASError(f"Space {self.name!r} holds hyperparameters, not architectures: it builds no network; pair it with an architecture space (searchspace=<space> hparams=<block>).")
+
+    def sample_input(self, batch_size: int = 1) -> torch.Tensor:
+        raise NASError(f"Space {self.name!r} holds hyperparameters, not architectures: it has no network input.")
