@@ -16,6 +16,9 @@ validation) and writes one folder per network under ``<run>/export/rank<k>/``:
 stored code; ``timm.create_model("nas_exported", pretrained=True,
 pretrained_cfg_overlay=dict(file=".../model_fused.safetensors"))`` does the same for timm.
 The search space, dataset, trainer and optimiser are the run's own, read from its store.
+A run that searched training hyperparameters with the architectures (``hparams=default``)
+retrains each winner with its own recipe (:func:`final_recipe`), but for the export's own
+number of epochs.
 """
 from __future__ import annotations
 
@@ -51,11 +54,13 @@ from models.profiling import count_flops, count_parameters, measure_latency
 from models.reparam import reparameterize_model
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
+from nas.objectives.training import Recipe, training_recipe
 from nas.progress import progress_bar
 from nas.space import SearchSpace
-from nas.spaces import build_space
+from nas.spaces import ProductSpace, space_from_config
 from nas.report.status import RunEvaluation, RunState, read_run
 from nas.train import EpochMetrics, ImageClassificationDataModule, OptimizerConfig, TrainerSettings, train_and_evaluate
+from nas.train.data import RunData, strength_shift
 from nas.train.data.base import DataSplits, InMemoryImages
 
 log = logging.getLogger(__name__)
@@ -86,16 +91,31 @@ def select_evaluations(state: RunState, select: str, top_k: int) -> list[RunEval
 
 
 def rebuild_space(state: RunState) -> SearchSpace:
-    """The run's search space, from the configuration its store was created with."""
+    """The run's search space, from the configuration its store was created with: the
+    architecture space, times its hyperparameters when the run searched them (``hparams``)."""
     config = state.search_config.get("searchspace")
     if not isinstance(config, dict):
         raise NASError(f"The search space of run {state.run_dir} cannot be rebuilt: its store records no search-space configuration.")
+    hparams = state.search_config.get("hparams")
+    if isinstance(hparams, dict) and isinstance(hparams.get("variables"), dict):
+        # The store sorts a config's keys: the declared order of the variables is kept beside them.
+        order = hparams.get("order") or list(hparams["variables"])
+        hparams = {"label": hparams.get("label", "hparams"), "variables": {name: hparams["variables"][name] for name in order}}
     try:
-        return build_space(**config)
+        # The run built its space from its config (nas.run): rebuilt the same way from the stored one.
+        return space_from_config(OmegaConf.create({"searchspace": config, "hparams": hparams}))
     except NASError as exc:
         raise NASError(f"The search space of run {state.run_dir} cannot be rebuilt: {exc}") from None
     except TypeError as exc:
         raise NASError(f"The search space of run {state.run_dir} cannot be rebuilt ({exc}).") from None
+
+
+def member_encoding(space: SearchSpace, evaluation: RunEvaluation) -> tuple[int, ...]:
+    """The encoding of a stored evaluation in the rebuilt ``space`` (a product's is read from
+    its string, which names every hyperparameter)."""
+    if isinstance(space, ProductSpace):
+        return space.validate(space.parse(evaluation.architecture))
+    return space.validate(evaluation.encoding)
 
 
 def _training_node(state: RunState, key: str) -> dict[str, Any]:
@@ -113,25 +133,24 @@ def _merged(first: Dataset, second: Dataset) -> Dataset:
     return ConcatDataset([first, second])
 
 
-class FinalTrainingData(ImageClassificationDataModule):
+class FinalTrainingData(RunData):
     """A run's dataset arranged for final training.
 
-    Trains on the training split, or on training + validation data (``include_val``);
-    Lightning's per-epoch validation, which here only shows progress, uses the test split
-    when there is one, else the validation split.
+    Trains on the training split, or on training + validation data (``include_val``), with
+    the source's augmentation of training batches; Lightning's per-epoch validation, which
+    here only shows progress, uses the test split when there is one, else the validation
+    split. ``batch_size`` and ``augment_strength``: a recipe's own (:class:`RunData`).
     """
 
-    def __init__(self, source: ImageClassificationDataModule, include_val: bool) -> None:
-        super().__init__(
-            image_size=source.image_size, batch_size=source.batch_size, num_workers=source.num_workers, seed=source.seed, val_fraction=source.val_fraction
-        )
-        self.source = source
+    def __init__(self, source: ImageClassificationDataModule, include_val: bool, batch_size: int | None = None, augment_strength: float | None = None) -> None:
+        super().__init__(source, batch_size, augment_strength)
         self.include_val = include_val
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # The source's augmentation of training batches (embedded datasets augment on the fly).
-        augment = getattr(self.source, "augment_batch", None)
-        return augment(batch) if augment is not None and self.trainer is not None and self.trainer.training else batch
+    def with_recipe(self, batch_size: int | None, augment_strength: float | None) -> "FinalTrainingData":
+        """The same data (its splits merged once) with a recipe's batch size and augmentation strength."""
+        data = FinalTrainingData(self.source, self.include_val, batch_size, augment_strength)
+        data._splits = self.splits
+        return data
 
     def load_splits(self) -> DataSplits:
         splits = self.source.splits
@@ -177,6 +196,23 @@ def _width_coefficient(space: SearchSpace, encoding: tuple[int, ...]) -> float |
     """The measured width coefficient of spaces that have one (stored so reloading never re-measures)."""
     coefficient = getattr(space, "width_coefficient", None)
     return float(coefficient(encoding)) if callable(coefficient) else None
+
+
+def final_recipe(space: SearchSpace, encoding: tuple[int, ...], optimizer: OptimizerConfig, source: ImageClassificationDataModule) -> Recipe | None:
+    """How a winner of a run that searched hyperparameters trains finally (``None`` for a run
+    that did not): its own optimiser settings and batch size, and its augmentation strength
+    where it augments more than the final training's own data settings (``augment_strength``
+    ``None`` otherwise: the source's augmentation). Its ``epochs`` are kept for the record
+    only: the final training runs the export's own ``epochs``, which it chooses for all."""
+    if not isinstance(space, ProductSpace):
+        return None
+    recipe = training_recipe(space.hyperparameters(encoding), optimizer)
+    strength = recipe.augment_strength
+    if strength is not None:
+        own_shift, own_augment = int(getattr(source, "own_shift", 0)), bool(getattr(source, "augment", False))
+        if not (strength_shift(strength) > own_shift or (strength > 0 and not own_augment)):
+            strength = None
+    return dataclasses.replace(recipe, augment_strength=strength)
 
 
 def train_final(
@@ -233,6 +269,22 @@ def train_final(
     return built[-1]
 
 
+def _recipe_text(recipe: dict[str, Any]) -> str:
+    return " ".join(f"{name}={format(value, '.6g') if isinstance(value, float) else value}" for name, value in recipe.items())
+
+
+def _training_text(metrics: dict[str, Any]) -> str:
+    """How the final training was set, for the model card."""
+    used = metrics.get("trained_with")
+    if not used:
+        return "with the search's optimiser settings"
+    augmentation = "the export's own augmentation" if used["augment_strength"] is None else f"augmentation strength {used['augment_strength']:.3g}"
+    return (
+        f"with the recipe searched with it (the export's own epochs): {used['optimizer']} at learning rate {used['lr']:.3g}, "
+        f"weight decay {used['weight_decay']:.3g}, batch size {used['batch_size']}, label smoothing {used['label_smoothing']:.3g}, {augmentation}"
+    )
+
+
 def model_card(metrics: dict[str, Any]) -> str:
     """The markdown model card of one exported network."""
     search = metrics["search"]
@@ -243,6 +295,7 @@ def model_card(metrics: dict[str, Any]) -> str:
             "",
             f"Architecture: `{metrics['architecture']}`",
             "",
+            *([f"Training recipe (searched with it): `{_recipe_text(metrics['recipe'])}`", ""] if metrics.get("recipe") else []),
             "| | |",
             "|---|---|",
             accuracy_line,
@@ -256,7 +309,7 @@ def model_card(metrics: dict[str, Any]) -> str:
             "## Training",
             "",
             f"{metrics['epochs']} epochs on {metrics['trained_on']} of `{metrics['dataset']}` (seed {metrics['seed']}), "
-            f"with the search's optimiser settings; accuracy measured on the {metrics['accuracy_split']} split.",
+            f"{_training_text(metrics)}; accuracy measured on the {metrics['accuracy_split']} split.",
             "",
             "## The search it came from",
             "",
@@ -306,11 +359,17 @@ def export_run(cfg: DictConfig) -> list[ExportedModel]:
     output = Path(cfg.output_dir)
     exported = []
     for rank, evaluation in enumerate(chosen, start=1):
-        encoding = space.validate(evaluation.encoding)
+        encoding = member_encoding(space, evaluation)
+        # A searched recipe is the winner's own (its epochs excepted: the export's epochs are kept).
+        recipe = final_recipe(space, encoding, optimizer, source)
+        run_data = data if recipe is None else data.with_recipe(recipe.batch_size, recipe.augment_strength)
+        # The architecture string holds a searched recipe, so each recipe has a checkpoint of its own.
         key = _model_key(evaluation.architecture, int(cfg.epochs), int(cfg.seed), include_val, final_data)
         log.info("final training of rank %d (%s): %d epochs", rank, evaluation.architecture, cfg.epochs)
-        network = train_final(space, encoding, data, settings, optimizer, int(cfg.epochs), int(cfg.seed), output / CHECKPOINT_DIR / key, bool(cfg.resume))
-        exported.append(write_export(cfg, state, space, evaluation, rank, encoding, network, data, split, include_val, output / f"rank{rank}"))
+        network = train_final(
+            space, encoding, run_data, settings, optimizer if recipe is None else recipe.optimizer, int(cfg.epochs), int(cfg.seed), output / CHECKPOINT_DIR / key, bool(cfg.resume)
+        )
+        exported.append(write_export(cfg, state, space, evaluation, rank, encoding, network, run_data, split, include_val, output / f"rank{rank}", recipe))
     return exported
 
 
@@ -326,8 +385,12 @@ def write_export(
     split: str,
     include_val: bool,
     folder: Path,
+    recipe: Recipe | None = None,
 ) -> ExportedModel:
-    """Write one trained network's export folder and check that it reloads to the same outputs."""
+    """Write one trained network's export folder and check that it reloads to the same outputs.
+
+    A winner of a searched recipe (``recipe``, a :class:`~nas.spaces.product.ProductSpace`)
+    is written as its architecture, which ``models.load_exported`` rebuilds, and its recipe beside it."""
     network = network.cpu().eval()
     fused = reparameterize_model(network)
     held_out = data.test_dataloader() if split == "test" else data.source.val_dataloader()
@@ -335,12 +398,16 @@ def write_export(
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(network, folder / WEIGHTS_FILE)
     save_weights(fused, folder / FUSED_WEIGHTS_FILE)
+    # The network is the architecture's: the stored search-space configuration is the architecture space's.
+    arch_space, arch_encoding = (space.architecture_space, space.architecture(encoding)) if isinstance(space, ProductSpace) else (space, encoding)
+    searched = space.hyperparameters(encoding) if isinstance(space, ProductSpace) else None
     architecture = {
         "format": EXPORT_FORMAT,
-        "architecture": evaluation.architecture,
-        "encoding": list(encoding),
+        "architecture": arch_space.to_string(arch_encoding) if searched is not None else evaluation.architecture,
+        "encoding": list(arch_encoding),
+        **({"recipe": searched} if searched is not None else {}),
         "searchspace": state.search_config["searchspace"],
-        "width_coefficient": _width_coefficient(space, encoding),
+        "width_coefficient": _width_coefficient(arch_space, arch_encoding),
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "input_shape": list(data.input_shape),
@@ -360,10 +427,17 @@ def write_export(
     single = torch.randn(1, *data.input_shape)
     latency = measure_latency(fused, torch.randn(int(cfg.latency.batch_size), *data.input_shape), warmup=int(cfg.latency.warmup), repetitions=int(cfg.latency.repetitions), fuse=False)
     fidelity = state.search_config.get("fidelity") or {}
+    used = recipe.optimizer if recipe is not None else None
     metrics: dict[str, Any] = {
         "rank": rank,
         "folder": str(folder),
-        "architecture": evaluation.architecture,
+        "architecture": architecture["architecture"],
+        "recipe": searched,  # the hyperparameters searched with the architecture (None: not searched)
+        "trained_with": None if used is None else {
+            "optimizer": used.name, "lr": used.lr, "weight_decay": used.weight_decay, "momentum": used.momentum if used.name == "sgd" else None,
+            "warmup_epochs": used.warmup_epochs, "label_smoothing": used.label_smoothing, "batch_size": data.train_batch_size,
+            "augment_strength": data.augment_strength,  # None: the final training's own augmentation
+        },
         "accuracy": accuracy(fused, held_out),
         "accuracy_unfused": accuracy(network, held_out),
         "accuracy_split": split,

@@ -43,7 +43,7 @@ from nas.report import (
 )
 from nas.search import TWIN_OF, SearchHistory, run_search
 from nas.space import SearchSpace
-from nas.spaces import build_space
+from nas.spaces import space_from_config
 from nas.report.status import read_run
 from nas.store import RunLock, Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
@@ -122,6 +122,10 @@ def search_identity(cfg: DictConfig) -> dict[str, Any]:
     identity.update({key: container[key] for key in GOAL_KEYS + PRIOR_KEYS if container.get(key)})
     if (container.get("pruning") or {}).get("rule", "none") != "none":
         identity["pruning"] = container["pruning"]  # without pruning, stores of earlier versions still resume
+    if (container.get("hparams") or {}).get("variables"):
+        # Likewise only when hyperparameters are searched; the store sorts keys, so the declared
+        # order of the variables (their place in every encoding) is kept beside them.
+        identity["hparams"] = {**container["hparams"], "order": list(container["hparams"]["variables"])}
     if container.get("objectives") or container.get("constraints"):
         identity["cost_device"] = (container.get("measured_costs") or {}).get("device", "cpu")  # latency differs per device
     if not trains_candidates(cfg.objective):
@@ -232,7 +236,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
     """:func:`run`, with the run directory ``output`` held."""
-    space = build_space(**cfg.searchspace)
+    space = space_from_config(cfg)
     objective = build_objective(cfg, space)
     goals = goals_of(cfg)
     if goals is not None:

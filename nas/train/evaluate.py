@@ -137,6 +137,7 @@ class TrainingResult:
     wall_time_s: float
     global_rank: int = 0
     world_size: int = 1  # processes that trained together (DDP ranks)
+    steps: int = 0  # optimiser steps taken by the end of the run (a resumed run counts those before it)
 
     @property
     def ok(self) -> bool:
@@ -163,6 +164,7 @@ class TrainingResult:
             "best_val_acc": self.best_val_acc,
             "epochs_run": self.epochs_run,
             "wall_time_s": self.wall_time_s,
+            "steps": self.steps,
             "history": [m.to_dict() for m in self.history],
         }
 
@@ -301,6 +303,7 @@ def train_and_evaluate(
             reason = None if pruned else describe_failure(error)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+        steps = int(lightning_trainer.global_step)
     wall_time = time.perf_counter() - start
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         _destroy_process_group_at_exit()
@@ -322,5 +325,6 @@ def train_and_evaluate(
         wall_time_s=wall_time,
         global_rank=global_rank,
         world_size=world_size,
+        steps=steps,
     )
 

@@ -15,6 +15,7 @@ from nas.train.data.base import (
     DataSplits,
     ImageClassificationDataModule,
     PILImageDataModule,
+    RunData,
     create_datamodule,
     dataset_names,
     image_transforms,
@@ -23,7 +24,7 @@ from nas.train.data.base import (
 )
 from nas.train.data.digits import DigitsDataModule
 from nas.train.data.fashion_mnist import FASHION_MNIST_FILE, FashionMNISTDataModule, load_fashion_arrays
-from nas.train.data.in_memory import ImageArrays, InMemoryDataModule, shift_and_flip
+from nas.train.data.in_memory import SHIFT_AT_FULL_STRENGTH, ImageArrays, InMemoryDataModule, shift_and_flip, strength_shift
 from nas.train.data.huggingface import HuggingFaceDataModule
 from nas.train.data.image_folder import ImageFolderDataModule
 from nas.train.data.torchvision_data import TORCHVISION_SPLITS, TorchvisionDataModule
@@ -40,6 +41,8 @@ __all__ = [
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
     "PILImageDataModule",
+    "RunData",
+    "SHIFT_AT_FULL_STRENGTH",
     "TORCHVISION_SPLITS",
     "TorchvisionDataModule",
     "create_datamodule",
@@ -48,5 +51,6 @@ __all__ = [
     "load_fashion_arrays",
     "register_dataset",
     "shift_and_flip",
+    "strength_shift",
     "stratified_split",
 ]

@@ -121,10 +121,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             raise DatasetError(f"{type(self).__name__} has no test split.")
         return self._loader(self.splits.test, shuffle=False, drop_last=False)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool, batch_size: int | None = None) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
             num_workers=self.num_workers,
@@ -133,6 +133,43 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             pin_memory=torch.cuda.is_available(),
             collate_fn=getattr(dataset, "collate", None),
         )
+
+
+class RunData(ImageClassificationDataModule):
+    """``source`` as one training run sees it: the same splits (loaded once, by the source),
+    training batches of the run's own ``batch_size``, and the source's augmentation of
+    training batches at the run's own ``augment_strength`` in [0, 1] (sources that augment
+    whole batches, :meth:`~nas.train.data.in_memory.InMemoryDataModule.augment_batch`).
+    Unset (``None``), each is the source's; validation and test batches keep the source's size.
+    """
+
+    def __init__(self, source: ImageClassificationDataModule, batch_size: int | None = None, augment_strength: float | None = None) -> None:
+        super().__init__(
+            image_size=source.image_size, batch_size=source.batch_size, num_workers=source.num_workers, seed=source.seed, val_fraction=source.val_fraction
+        )
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
+            raise DatasetError(f"A training batch size is a whole number of at least 1, got {batch_size!r}.")
+        if augment_strength is not None and not callable(getattr(source, "augment_batch", None)):
+            raise DatasetError(f"{type(source).__name__} augments its images in its loader, so a run cannot set its own augmentation strength; use an in-memory dataset (digits, fashion_mnist).")
+        if augment_strength is not None and not 0.0 <= augment_strength <= 1.0:
+            raise DatasetError(f"An augmentation strength lies in [0, 1], got {augment_strength}.")
+        self.source = source
+        self.train_batch_size = int(batch_size) if batch_size is not None else source.batch_size
+        self.augment_strength = augment_strength
+
+    def load_splits(self) -> DataSplits:
+        return self.source.splits
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits.train
+        return self._loader(train, shuffle=True, drop_last=len(train) > self.train_batch_size, batch_size=self.train_batch_size)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The source's augmentation of training batches (embedded datasets augment on the fly).
+        augment = getattr(self.source, "augment_batch", None)
+        if augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        return augment(batch) if self.augment_strength is None else augment(batch, self.augment_strength)
 
 
 _DATASETS: dict[str, type[ImageClassificationDataModule]] = {}

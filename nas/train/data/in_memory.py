@@ -17,6 +17,15 @@ import torch.nn.functional as F
 
 from nas.train.data.base import DatasetError, DataSplits, ImageClassificationDataModule, InMemoryImages, stratified_split
 
+#: Pixels of random shift at augmentation strength 1 (a run's ``augment_strength``, see
+#: :meth:`InMemoryDataModule.augment_batch`).
+SHIFT_AT_FULL_STRENGTH = 4
+
+
+def strength_shift(strength: float) -> int:
+    """The largest shift, in pixels, of augmentation at ``strength`` in [0, 1]."""
+    return round(SHIFT_AT_FULL_STRENGTH * strength)
+
 
 @dataclass(frozen=True)
 class ImageArrays:
@@ -68,7 +77,9 @@ class InMemoryDataModule(ImageClassificationDataModule):
             candidates train faster; ``None`` keeps all.
         augment: random shifts of up to ``max_shift`` pixels and horizontal flips
             (``flip``) of training batches; validation and test images are never augmented.
-        max_shift, flip: the augmentation.
+            A training run may set its own strength instead (:meth:`augment_batch`).
+        max_shift, flip: the augmentation (``flip``: whether mirrored images keep their
+            class, which also holds for a run's own strength).
         **options: ``image_size``, ``batch_size``, ``num_workers``, ``seed``, ``val_fraction``
             of :class:`ImageClassificationDataModule`.
     """
@@ -138,13 +149,26 @@ class InMemoryDataModule(ImageClassificationDataModule):
             test=test,
         )
 
-    def augment_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training batch ``(images, labels)`` augmented (unchanged without ``augment``)."""
-        if not self.augment:
+    @property
+    def own_shift(self) -> int:
+        """The largest shift of the module's own augmentation (0 without ``augment``)."""
+        return self.max_shift if self.augment else 0
+
+    def augment_batch(self, batch: tuple[torch.Tensor, torch.Tensor], strength: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch ``(images, labels)`` augmented as the module is set (unchanged
+        without ``augment``), or, given a run's ``strength`` in [0, 1] instead, shifted by up to
+        :func:`strength_shift` pixels and, where ``flip`` allows it, mirrored when ``strength > 0``."""
+        if strength is None:
+            shift, flip = self.own_shift, self.augment and self.flip
+        else:
+            if not 0.0 <= strength <= 1.0:
+                raise DatasetError(f"An augmentation strength lies in [0, 1], got {strength}.")
+            shift, flip = strength_shift(strength), strength > 0 and self.flip
+        if shift == 0 and not flip:
             return batch
         images, labels = batch
         # The training process' own seeded generator (seed_everything) makes augmentation repeatable.
-        return shift_and_flip(images, self.max_shift, self.flip), labels
+        return shift_and_flip(images, shift, flip), labels
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = getattr(self, "trainer", None)
