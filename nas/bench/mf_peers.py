@@ -5,11 +5,22 @@ strategies. They are optional dependencies (``pip install .[mf-peers]``).
 - ``optuna_tpe_hyperband``: Optuna's multivariate TPE sampler with its ``HyperbandPruner``
   (BOHB-like): every trial reports its value after each epoch and stops when pruned.
 - ``smac_mf``: SMAC3's ``MultiFidelityFacade`` (random-forest BO with Hyperband) on the
-  space's ConfigSpace, with epochs as the budget. SMAC evaluates every budget from scratch
-  (it never assumes continuation), so it also runs on objectives whose fidelities cannot be
-  continued, such as a table with a separate low-fidelity file: there only the budgets the
-  table holds exist, and ``eta`` is chosen so that SMAC's Hyperband has exactly those two
-  (``eta=16`` for 12 and 200 epochs: budgets 12.5, evaluated as the 12-epoch run, and 200).
+  space's ConfigSpace (:func:`_configspace`), with epochs as the budget. SMAC evaluates every
+  budget from scratch (it never assumes continuation), so it also runs on objectives whose
+  fidelities cannot be continued, such as a table with a separate low-fidelity file: there
+  only the budgets the table holds exist, and ``eta`` is chosen so that SMAC's Hyperband has
+  exactly those two (``eta=16`` for 12 and 200 epochs: budgets 12.5, evaluated as the
+  12-epoch run, and 200).
+- ``smac_hpo``: SMAC3's ``HyperparameterOptimizationFacade`` (random-forest BO, SMAC's
+  recommended facade for hyperparameter optimisation) on the same ConfigSpace, full
+  evaluations only; its scenario's ``n_trials`` is the budget in full evaluations, which
+  sizes SMAC's Sobol initial design as SMAC intends (a quarter of it at most).
+
+On a mixed space (:class:`nas.spaces.hparams.MixedSpace`) the SMAC peers see its real
+integers and floats (log scales included) and its conditions, and their configurations are
+snapped to the space's grid; Optuna's TPE suggests the same values through ``space.suggest``.
+Each SMAC run writes its files to a temporary directory, removed when it ends (seeds and
+benchmarks run side by side in other processes never share one).
 
 Each evaluates through a :class:`CostTracker`, which charges every evaluation (the objective
 charges continued runs their extra epochs only), records the search's :data:`CostEvent`
@@ -20,7 +31,10 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from nas.errors import NASError
@@ -92,6 +106,7 @@ NEEDS_CONTINUATION = ("optuna_tpe_hyperband",)
 REQUIREMENTS: dict[str, tuple[str, str]] = {
     "optuna_tpe_hyperband": ("optuna", "optuna>=4"),
     "smac_mf": ("smac", "smac>=2"),
+    "smac_hpo": ("smac", "smac>=2"),
 }
 
 
@@ -128,17 +143,20 @@ def optuna_tpe_hyperband(space: SearchSpace, tracker: CostTracker, seed: int, op
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
-def _configspace(space: SearchSpace) -> Any:
-    """The space's ConfigSpace: NAS-Bench-301's (conditions included) from the shipped
-    ``config_space.json``, without YAHPO Gym's name prefix and without its ``epoch`` (the
-    budget here); for any other space one categorical variable per variable of the space,
-    whose values are its codes."""
+def _configspace(space: SearchSpace, seed: int | None = None) -> Any:
+    """The space's ConfigSpace (SMAC seeds it): the space's own if its class has one
+    (``space.config_space(seed)``: a mixed space's integers, floats with their log scales, and
+    conditions); NAS-Bench-301's (conditions included) from the shipped ``config_space.json``,
+    without YAHPO Gym's name prefix and without its ``epoch`` (the budget here); for any other
+    space one categorical variable per variable of the space, whose values are its codes."""
     from ConfigSpace import Categorical, ConfigurationSpace
     from ConfigSpace.read_and_write import json as cs_json
 
     from nas.objectives.surrogate_benchmark import YAHPO_PREFIX
     from nas.paths import resolve_path
 
+    if callable(getattr(type(space), "config_space", None)):  # the class's own, not one a product reads through
+        return space.config_space(seed)  # type: ignore[attr-defined]
     if space.name != "nb301":
         return ConfigurationSpace({name: Categorical(name, list(range(len(options)))) for name, options in zip(space.variable_names, space.choices)})
     raw = json.loads(resolve_path("package://nb301/config_space.json").read_text())
@@ -149,10 +167,29 @@ def _configspace(space: SearchSpace) -> Any:
 
 
 def _encoding_of(space: SearchSpace, config: dict[str, Any]) -> Encoding:
-    """The encoding of a configuration of :func:`_configspace`."""
+    """The encoding of a configuration of :func:`_configspace` (a mixed space's numbers
+    snapped to its grid)."""
+    if callable(getattr(type(space), "from_config_space", None)):
+        return space.from_config_space(config)  # type: ignore[attr-defined]
     if space.name == "nb301":
         return space.from_config(config)  # type: ignore[attr-defined]
     return tuple(int(config[name]) for name in space.variable_names)
+
+
+@contextmanager
+def _smac_output(seed: int, options: dict[str, Any]) -> Iterator[Path]:
+    """Where SMAC writes its run history: ``options["output_directory"]`` if given (kept), else
+    a fresh temporary directory removed afterwards."""
+    if options.get("output_directory"):
+        yield Path(options["output_directory"])
+        return
+    with tempfile.TemporaryDirectory(prefix=f"nas-smac-{seed}-") as folder:
+        yield Path(folder)
+
+
+def _smac_cost(evaluation: Evaluation) -> float:
+    """SMAC minimises: the error in [0, 1] of a value in %, 1 for a failure."""
+    return 1.0 - evaluation.value / 100.0 if evaluation.status == "ok" and evaluation.value == evaluation.value else 1.0
 
 
 def smac_mf(space: SearchSpace, tracker: CostTracker, seed: int, options: dict[str, Any]) -> None:
@@ -164,27 +201,60 @@ def smac_mf(space: SearchSpace, tracker: CostTracker, seed: int, options: dict[s
     schedule = tracker.schedule
     epochs = schedule.hi_epochs
     offered = tracker.offered_epochs()
-    scenario = smac.Scenario(
-        _configspace(space), deterministic=True, n_trials=100_000, min_budget=int(options.get("min_budget", 1)), max_budget=epochs, seed=seed,
-        output_directory=options.get("output_directory", f"/tmp/nas-smac-{seed}"),
-    )
-    intensifier = smac.intensifier.Hyperband(scenario, eta=int(options.get("eta", 3)), incumbent_selection="highest_budget")
-    facade = smac.MultiFidelityFacade(
-        scenario, lambda config, seed=0, budget=epochs: 0.0, intensifier=intensifier,
-        initial_design=smac.MultiFidelityFacade.get_initial_design(scenario, n_configs=int(options.get("initial_configs", 5))),
-        overwrite=True, logging_level=40,
-    )
-    while tracker.running:
-        info = facade.ask()
-        asked = info.budget or epochs
-        run = min(offered, key=lambda e: abs(e - asked))
-        evaluation = tracker.evaluate(_encoding_of(space, dict(info.config)), schedule.name(run))
-        facade.tell(info, TrialValue(cost=1.0 - evaluation.value / 100.0 if evaluation.status == "ok" else 1.0))
+    with _smac_output(seed, options) as output:
+        scenario = smac.Scenario(
+            _configspace(space, seed), deterministic=True, n_trials=100_000, min_budget=int(options.get("min_budget", 1)), max_budget=epochs, seed=seed,
+            output_directory=output,
+        )
+        intensifier = smac.intensifier.Hyperband(scenario, eta=int(options.get("eta", 3)), incumbent_selection="highest_budget")
+        facade = smac.MultiFidelityFacade(
+            scenario, lambda config, seed=0, budget=epochs: 0.0, intensifier=intensifier,
+            initial_design=smac.MultiFidelityFacade.get_initial_design(scenario, n_configs=int(options.get("initial_configs", 5))),
+            overwrite=True, logging_level=40,
+        )
+        while tracker.running:
+            info = facade.ask()
+            asked = info.budget or epochs
+            run = min(offered, key=lambda e: abs(e - asked))
+            evaluation = tracker.evaluate(_encoding_of(space, dict(info.config)), schedule.name(run))
+            facade.tell(info, TrialValue(cost=_smac_cost(evaluation)))
+
+
+#: Proposals in a row of configurations already evaluated after which ``smac_hpo`` gives up.
+_MAX_KNOWN_IN_A_ROW = 1000
+
+
+def smac_hpo(space: SearchSpace, tracker: CostTracker, seed: int, options: dict[str, Any]) -> None:
+    """SMAC3's ``HyperparameterOptimizationFacade`` (random-forest BO with SMAC's defaults:
+    Sobol initial design, local and random search of the expected improvement, a fifth of
+    the configurations at random), asked and told one full evaluation at a time. Its
+    ``n_trials`` is the budget in full evaluations (``options["n_trials"]`` overrides it).
+    A configuration that snaps to an encoding already evaluated is told its value again at
+    no cost."""
+    smac = require("smac_hpo")
+    from smac.runhistory.dataclasses import TrialValue
+
+    n_trials = int(options.get("n_trials") or max(1, math.ceil(tracker.budget)))
+    known: dict[Encoding, float] = {}
+    with _smac_output(seed, options) as output:
+        scenario = smac.Scenario(_configspace(space, seed), deterministic=True, n_trials=n_trials, seed=seed, output_directory=output)
+        facade = smac.HyperparameterOptimizationFacade(scenario, lambda config, seed=0: 0.0, overwrite=True, logging_level=40)
+        in_a_row = 0
+        while tracker.running and in_a_row < _MAX_KNOWN_IN_A_ROW:
+            info = facade.ask()
+            encoding = _encoding_of(space, dict(info.config))
+            if encoding in known:
+                in_a_row += 1
+            else:
+                in_a_row = 0
+                known[encoding] = _smac_cost(tracker.evaluate(encoding, HIGH_FIDELITY))
+            facade.tell(info, TrialValue(cost=known[encoding]))
 
 
 PEERS: dict[str, Callable[[SearchSpace, CostTracker, int, dict[str, Any]], None]] = {
     "optuna_tpe_hyperband": optuna_tpe_hyperband,
     "smac_mf": smac_mf,
+    "smac_hpo": smac_hpo,
 }
 
 

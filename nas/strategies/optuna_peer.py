@@ -2,9 +2,17 @@
 
 Optuna is an optional dependency (``pip install .[peers]``). Each categorical variable
 of the space becomes one ``suggest_categorical`` (only the active ones in a conditional
-space, see :meth:`SearchSpace.suggest`). When a sampler proposes an architecture
-that was already evaluated, its known value is told back at no cost and the sampler
-is asked again: the comparison counts distinct evaluations for every strategy alike.
+space, see :meth:`SearchSpace.suggest`); a mixed space's integers and floats become
+``suggest_int`` / ``suggest_float`` with their log scales, so TPE and the GP model real
+numbers, and the values they suggest are snapped to the space's grid. When a sampler
+proposes an architecture that was already evaluated (or a value that snaps to one), its
+known value is told back at no cost and the sampler is asked again: the comparison counts
+distinct evaluations for every strategy alike.
+
+TPE runs multivariate and grouped (``group=True``, Optuna's setting for conditional
+spaces: each set of variables active together gets its own joint model). The GP models the
+variables every trial has; a conditional variable is drawn by its independent (random)
+sampler, which Optuna documents, without a warning per trial.
 """
 from __future__ import annotations
 
@@ -56,6 +64,41 @@ class OptunaPruning:
 _MAX_REPROPOSALS = 200
 
 
+class _Replay:
+    """A stand-in for an Optuna trial that answers each ``suggest_*`` of
+    :meth:`SearchSpace.suggest` with the value of one encoding, and records them: the
+    parameters to ``enqueue_trial`` so that the study's trial is that encoding."""
+
+    def __init__(self, space: SearchSpace, encoding: Encoding) -> None:
+        self.codes = dict(zip(space.variable_names, encoding))
+        self.cardinalities = dict(zip(space.variable_names, (len(c) for c in space.choices)))
+        self.described = space.describe(encoding)
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if name in self.codes and list(choices) == list(range(self.cardinalities[name])):
+            value = self.codes[name]  # the space suggests codes
+        else:
+            value = self.described[name]
+        self.params[name] = value
+        return value
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        self.params[name] = int(self.described[name])  # type: ignore[call-overload]
+        return self.params[name]
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        self.params[name] = float(self.described[name])  # type: ignore[arg-type]
+        return self.params[name]
+
+
+def trial_params(space: SearchSpace, encoding: Encoding) -> dict[str, Any]:
+    """The parameters of an Optuna trial whose ``space.suggest`` gives ``encoding``."""
+    replay = _Replay(space, encoding)
+    space.suggest(replay)
+    return replay.params
+
+
 class OptunaStrategy(Strategy):
     """An Optuna study as a strategy.
 
@@ -91,11 +134,11 @@ class OptunaStrategy(Strategy):
         if constraints_func is not None:
             sampler_options["constraints_func"] = constraints_func
         if sampler == "tpe":
-            impl = optuna.samplers.TPESampler(seed=seed, multivariate=True, **sampler_options)
+            impl = optuna.samplers.TPESampler(seed=seed, **{"multivariate": True, "group": True, **sampler_options})
         elif sampler == "nsga2":
             impl = optuna.samplers.NSGAIISampler(seed=seed, **sampler_options)
         else:
-            impl = optuna.samplers.GPSampler(seed=seed, **sampler_options)
+            impl = optuna.samplers.GPSampler(seed=seed, **{"warn_independent_sampling": False, **sampler_options})
         self._optuna = optuna
         self.pruner = pruner
         study_pruner = optuna.pruners.MedianPruner() if pruner == "median" else optuna.pruners.NopPruner()
@@ -126,7 +169,7 @@ class OptunaStrategy(Strategy):
                 out.append(enc)
         if len(out) < n:  # the sampler keeps re-proposing known points: fill up at random
             for enc in self.random_unseen(n - len(out)):
-                self.study.enqueue_trial({name: v for name, v in zip(self.space.variable_names, enc)})
+                self.study.enqueue_trial(trial_params(self.space, enc))
                 trial, proposed = self._propose()
                 self._trials.setdefault(proposed, []).append(trial)
                 out.append(proposed)
@@ -157,7 +200,7 @@ class OptunaStrategy(Strategy):
         if not trials:
             # Chosen outside the study (a prior, see nas.strategies.priors): the study learns it
             # as a trial of its own, as Optuna's enqueue_trial intends.
-            self.study.enqueue_trial({name: v for name, v in zip(self.space.variable_names, encoding)})
+            self.study.enqueue_trial(trial_params(self.space, encoding))
             trial, proposed = self._propose()
             trials = [trial] if proposed == encoding else []
         for trial in trials:
