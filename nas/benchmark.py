@@ -5,6 +5,7 @@ What runs depends on the configuration (every harness lives in :mod:`nas.bench`)
 - a lookup table, one objective (the default: NAS-Bench-201): :mod:`nas.bench.tabular`;
 - ``objectives`` (fronts, or one objective with budgets): :mod:`nas.bench.multiobjective`;
 - ``mode: multifidelity`` (``benchmark=nb201_mf``, ``benchmark=nb301``): :mod:`nas.bench.multifidelity`;
+  with ``tasks=[…]`` (``benchmark=lcbench``) once per task, compared in normalised regret: :mod:`nas.bench.tasks`;
 - ``mode: training`` (``benchmark=training``): real training on the embedded dataset, :mod:`nas.bench.training`;
 - ``merge=[dir, ...]``: earlier results reported side by side.
 """
@@ -33,6 +34,10 @@ def run_benchmark(cfg: DictConfig) -> dict[str, list[Any]]:
         from nas.bench.training import run_training_benchmark
 
         return run_training_benchmark(cfg)  # type: ignore[return-value]
+    if cfg.get("mode") == "multifidelity" and cfg.get("tasks"):
+        from nas.bench.tasks import run_task_benchmark
+
+        return run_task_benchmark(cfg)  # type: ignore[return-value]
     if cfg.get("mode") == "multifidelity":
         from nas.bench.multifidelity import run_mf_benchmark
 

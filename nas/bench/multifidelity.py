@@ -44,12 +44,13 @@ from nas.cli import configure_threads
 from nas.errors import NASError
 from nas.lifecycle import worker_pool
 from nas.bench.mf_peers import NEEDS_CONTINUATION, PEERS, CostEvent, CostTracker, run_peer
+from nas.objectives.onnx_surrogate import OnnxCurveObjective
 from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
 from nas.objectives.table import TableObjective
 from nas.progress import track_runs
 from nas.search import SearchHistory, check_fidelities, run_search
 from nas.space import Encoding, SearchSpace
-from nas.spaces import build_space
+from nas.spaces import space_from_config
 from nas.stats import reach_table, seeds_mean_se, spearman
 from nas.strategies import instantiate_strategy
 from nas.costs.zero_cost import ZeroCostData, zero_cost_from_config
@@ -161,7 +162,7 @@ def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
     configure_threads(task["threads"])
     cfg = task["cfg"]
     name, seed = task["name"], task["seed"]
-    space = build_space(**cfg.searchspace)
+    space = space_from_config(cfg)
     objective = hydra.utils.instantiate(cfg.objective, space=space)
     schedule = hydra.utils.instantiate(cfg.fidelity)
     report = _report_lookup(cfg, objective)
@@ -323,7 +324,7 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
             raise NASError(f"Unknown strategy {name!r}; valid strategies are {', '.join([*cfg.strategies, *peers])}.")
         if name in peers and name not in PEERS:
             raise NASError(f"Unknown peer {name!r}; valid peers are {', '.join(PEERS)}.")
-    space = build_space(**cfg.searchspace)
+    space = space_from_config(cfg)
     objective = hydra.utils.instantiate(cfg.objective, space=space)  # a broken objective stops here, before any work
     continues = bool(getattr(objective, "continuation", True))
     for name in cfg.include:
@@ -335,8 +336,8 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
         if name in cfg.strategies:
             check_fidelities(hydra.utils.instantiate(cfg.strategies[name], space=space, seed=0), objective)
     agreement_epochs = list(cfg.get("agreement_epochs") or [])
-    if agreement_epochs and not isinstance(objective, SurrogateBenchmarkObjective):
-        raise NASError(f"agreement_epochs needs an objective that predicts any architecture at any epoch (objective=surrogate_benchmark); {type(objective).__name__} does not.")
+    if agreement_epochs and not isinstance(objective, OnnxCurveObjective):
+        raise NASError(f"agreement_epochs needs an objective that predicts any architecture at any epoch (objective=surrogate_benchmark or lcbench); {type(objective).__name__} does not.")
     outside = [e for e in agreement_epochs if isinstance(e, bool) or not isinstance(e, int) or not 1 <= e <= objective.fidelity.hi_epochs]
     if outside:
         raise NASError(f"agreement_epochs must be whole numbers of epochs 1..{objective.fidelity.hi_epochs}, got {outside[0]!r}.")
