@@ -46,4 +46,5 @@ def space_from_config(cfg: Any) -> SearchSpace:
     variables = hparams.get("variables") if hparams else None
     if not variables:
         return space
-    return ProductSpace(space, MixedSpace(variables, label=str(hparams.get("label", "hparams"))))
+    prior = {key: hparams[key] for key in ("prior_weight", "prior_spread") if hparams.get(key) is not None}
+    return ProductSpace(space, MixedSpace(variables, label=str(hparams.get("label", "hparams")), **prior))

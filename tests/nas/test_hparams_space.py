@@ -149,3 +149,16 @@ def test_bo_searches_a_mixed_space_better_than_random_search() -> None:
         results[name] = max(e.value for e in history.evaluations)
     assert results["bo"] > results["random"]
     assert results["bo"] > -0.2  # near the optimum 0 (random search: -0.40)
+
+
+def test_a_prior_weight_draws_that_share_of_samples_near_the_defaults() -> None:
+    uniform = MixedSpace(LCBENCH_LIKE, label="lcb")
+    prior = MixedSpace(LCBENCH_LIKE, label="lcb", prior_weight=0.5, prior_spread=0.02)
+    g = torch.Generator().manual_seed(6)
+    default_lr = float(prior.values(prior.default_codes.unsqueeze(0))[0, 1])
+    near = lambda space: float(((space.values(space.sample(10_000, g))[:, 1] / default_lr).log().abs() < 0.35).double().mean())  # noqa: E731
+    assert abs(near(uniform) - 0.10) < 0.02  # a window of 0.7 in the log of a 1,000-fold range (6.9)
+    assert 0.5 < near(prior) < 0.6  # half within 2.5 SD of the default, plus the uniform half's 0.05
+    assert prior.signature() != uniform.signature()
+    with pytest.raises(NASError, match="prior_weight is the share of samples drawn near the defaults, between 0 and 1, got 2"):
+        MixedSpace(LCBENCH_LIKE, prior_weight=2)
