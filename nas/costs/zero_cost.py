@@ -272,7 +272,13 @@ def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: Prox
     read before computing anything).
     """
     from nas.spaces import build_space  # the space registry imports this module's users
+    from nas.spaces.product import ProductSpace
 
+    if isinstance(space, ProductSpace):
+        # Zero-cost metrics describe the network alone: the architecture space's data (cached
+        # once for every recipe), each architecture paired with a sampled recipe.
+        data, path = zero_cost_from_config(space.architecture_space, settings, dataset_batch)
+        return with_recipes(data, space, int(settings.seed)), path
     metrics = list(settings.get("metrics", COST_METRICS))
     check_metric_names(metrics)
     proxies = [m for m in metrics if m in PROXIES]
@@ -302,6 +308,14 @@ def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: Prox
     )
 
 
+def with_recipes(data: ZeroCostData, space: Any, seed: int) -> ZeroCostData:
+    """Zero-cost data of an architecture space lifted to its product ``space`` with
+    hyperparameters: each of the ``n`` architectures with a recipe sampled with ``seed``
+    (the metrics do not depend on it, which the surrogate is thereby shown)."""
+    recipes = space.hparams.sample(data.codes.shape[0], torch.Generator().manual_seed(seed))
+    return ZeroCostData(torch.cat([data.codes, recipes], dim=1), data.values, data.metrics, space.signature(), data.settings)
+
+
 def _num_samples(settings: Any) -> int | str:
     return settings.num_samples if settings.num_samples == "all" else int(settings.num_samples)
 
@@ -314,6 +328,7 @@ def _proxy_key(settings: Any, source: str) -> str:
 
 def zero_cost_ready(space: SearchSpace, settings: Any, has_dataset: bool) -> bool:
     """Whether :func:`zero_cost_from_config` would compute nothing (every metric is cached or shipped)."""
+    space = getattr(space, "architecture_space", space)  # a product's data are its architectures'
     metrics = list(settings.get("metrics", COST_METRICS))
     source = proxy_source(settings, has_dataset) if any(m in PROXIES for m in metrics) else "none"
     path = cache_path(Path(settings.cache_dir), space, _num_samples(settings), int(settings.seed), _proxy_key(settings, source))

@@ -162,3 +162,19 @@ def test_a_prior_weight_draws_that_share_of_samples_near_the_defaults() -> None:
     assert prior.signature() != uniform.signature()
     with pytest.raises(NASError, match="prior_weight is the share of samples drawn near the defaults, between 0 and 1, got 2"):
         MixedSpace(LCBENCH_LIKE, prior_weight=2)
+
+
+def test_a_product_reads_the_zero_cost_data_of_its_architectures(tmp_path) -> None:  # noqa: ANN001
+    """Zero-cost metrics describe the network: a product searches with the architecture
+    space's cached data, each architecture paired with a recipe, and computes nothing new."""
+    from nas.costs.zero_cost import zero_cost_from_config, zero_cost_ready
+
+    settings = OmegaConf.create({"metrics": ["params", "flops"], "num_samples": 12, "seed": 0, "warmup": 0, "repetitions": 1, "cache_dir": str(tmp_path), "proxy_input": "none"})
+    cfg = OmegaConf.create({"searchspace": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "resolution": 8}, "hparams": {"variables": LCBENCH_LIKE}})
+    product, architecture = space_from_config(cfg), build_space("nb201", channels=4, cells_per_stage=1, resolution=8)
+    plain, plain_path = zero_cost_from_config(architecture, settings)
+    assert zero_cost_ready(product, settings, has_dataset=False)
+    lifted, path = zero_cost_from_config(product, settings)
+    assert path == plain_path and sorted(p.name for p in tmp_path.iterdir()) == [plain_path.name]
+    assert lifted.codes.shape == (12, product.num_variables) and torch.equal(lifted.codes[:, : architecture.num_variables], plain.codes)
+    assert bool(product.valid_mask(lifted.codes).all()) and torch.equal(lifted.values, plain.values) and lifted.signature == product.signature()
