@@ -13,12 +13,13 @@ from nas.space import SearchSpace
 from nas.strategies.base import Strategy
 from nas.strategies.baselines import LocalSearch, RandomSearch, RegularizedEvolution
 from nas.strategies.bo import BayesianOptimization
+from nas.strategies.bohb import ModelBasedHyperband
 from nas.strategies.hyperband import Hyperband, SuccessiveHalving
 from nas.strategies.multifidelity import MultiFidelityBO, MultiFidelityStrategy
 from nas.costs.zero_cost import ZeroCostData
 
 __all__ = ["Strategy", "RandomSearch", "RegularizedEvolution", "LocalSearch", "BayesianOptimization", "instantiate_strategy"]
-__all__ += ["Hyperband", "MultiFidelityBO", "MultiFidelityStrategy", "SuccessiveHalving"]
+__all__ += ["Hyperband", "ModelBasedHyperband", "MultiFidelityBO", "MultiFidelityStrategy", "SuccessiveHalving"]
 
 
 def instantiate_strategy(cfg: Any, space: SearchSpace, seed: int, zero_cost: ZeroCostData | None = None) -> Strategy:

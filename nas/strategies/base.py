@@ -134,6 +134,8 @@ class Strategy(ABC):
         """``n`` distinct uniformly drawn members that were neither seen nor are pending
         (with :attr:`skip_twins`: nor twins of those, nor of each other)."""
         out: list[Encoding] = []
+        if n <= 0:
+            return out
         taken = self.seen | self.pending
         twins: set[int] | None = None
         if self.skip_twins:

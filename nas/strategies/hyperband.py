@@ -114,7 +114,7 @@ class SuccessiveHalving(MultiFidelityStrategy):
             trials += self._take(bracket, n - len(trials))
         if not trials:
             rung, size = self.bracket_plan(self.brackets_started)
-            members = self.random_unseen(size)
+            members = self.new_members(size, rung)
             if not members:
                 return []  # the space is exhausted
             bracket = Bracket(rung, members, list(members))
@@ -122,6 +122,10 @@ class SuccessiveHalving(MultiFidelityStrategy):
             self.brackets_started += 1
             trials = self._take(bracket, n)
         return trials
+
+    def new_members(self, size: int, rung: int) -> list[Encoding]:
+        """The architectures a new bracket starts at ``rung`` with: random ones (Li et al.)."""
+        return self.random_unseen(size)
 
     def _take(self, bracket: Bracket, n: int) -> list[Trial]:
         picked, bracket.queued = bracket.queued[:n], bracket.queued[n:]

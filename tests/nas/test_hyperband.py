@@ -104,3 +104,31 @@ def test_bad_hyperband_settings(nb201: NB201Space) -> None:
         SuccessiveHalving(nb201, SCHEDULE, rungs="schedule", bracket_size=0)
     with pytest.raises(NASError, match="needs a schedule with lo_epochs"):
         Hyperband(nb201, FidelitySchedule(hi_epochs=3))
+
+
+def test_model_based_hyperband_keeps_the_brackets_and_fills_them_by_acquisition(nb201: NB201Space, mf_table: TableObjective) -> None:
+    """BOHB with the ensemble: the same brackets, rungs and promotions as Hyperband; once a rung
+    has min_points observations, new brackets come from the surrogate, and their cheap results
+    beat random brackets'."""
+    from nas.strategies import ModelBasedHyperband
+    from nas.surrogate.model import EnsembleSurrogate
+
+    model = ModelBasedHyperband(nb201, EnsembleSurrogate, SCHEDULE, rungs="schedule", seed=0, eta=3, bracket_size=9, min_points=9, random_fraction=0.0)
+    plain = Hyperband(nb201, SCHEDULE, rungs="schedule", seed=0, eta=3, bracket_size=9)
+    first = model.propose()
+    assert [(t.encoding, t.fidelity) for t in first] == [(t.encoding, t.fidelity) for t in plain.propose()]  # random until a rung is modelled
+    assert model.model_level() is None
+    model.observe(first, _evaluate(mf_table, first))
+    assert model.model_level() == "lo"
+    cheap: dict[str, list[float]] = {"model": [], "random": []}
+    for strategy, key in ((model, "model"), (plain, "random")):
+        if strategy is plain:
+            plain.observe(first, _evaluate(mf_table, first))
+        for _ in range(6):
+            trials = strategy.propose()
+            strategy.observe(trials, _evaluate(mf_table, trials))
+            cheap[key] += [_lo_value(mf_table, nb201, t.encoding) for t in trials if t.fidelity == "lo"]
+    assert len(cheap["model"]) == len(cheap["random"])  # the same bracket plan
+    assert sum(cheap["model"]) / len(cheap["model"]) > sum(cheap["random"]) / len(cheap["random"]) + 1.5  # measured: 85.4 against 82.5
+    with pytest.raises(NASError, match="random_fraction is the share of each bracket drawn at random, between 0 and 1, got 2"):
+        ModelBasedHyperband(nb201, EnsembleSurrogate, SCHEDULE, rungs="schedule", random_fraction=2)
