@@ -2,7 +2,7 @@
 architectures a search never evaluated leaves every one of its proposals unchanged.
 
 One test per strategy family (sampling, evolution, local search, BO with and without
-pretraining, TPE, multi-fidelity BO, multi-objective BO and NSGA-II). A strategy that
+pretraining, TPE, multi-fidelity BO, model-based Hyperband, multi-objective BO and NSGA-II). A strategy that
 peeked at the table would propose differently once the unevaluated values move; the
 negative control below is such a strategy and is caught.
 """
@@ -89,6 +89,16 @@ def test_single_objective_strategy_never_sees_an_unevaluated_value(name: str, bu
 def test_multi_fidelity_bo_never_sees_an_unevaluated_value_of_either_fidelity(nb201: NB201Space, mf_config: DictConfig, zero_cost: ZeroCostData) -> None:
     objective = TableObjective(nb201, TABLE, "test_acc", low_table=LOW_TABLE, low_fidelity_column="test_acc_12ep", low_fidelity_cost=0.06, low_fidelity_epochs=12)
     _proposals_unchanged(lambda _: instantiate_strategy(mf_config.strategies.bo_multifidelity, nb201, 3, zero_cost), objective, 3.0)
+
+
+def test_model_based_hyperband_never_sees_an_unevaluated_value_of_either_fidelity(nb201: NB201Space, mf_config: DictConfig) -> None:
+    import hydra
+
+    from nas.strategies import ModelBasedHyperband
+
+    objective = TableObjective(nb201, TABLE, "test_acc", low_table=LOW_TABLE, low_fidelity_column="test_acc_12ep", low_fidelity_cost=0.06, low_fidelity_epochs=12)
+    schedule = hydra.utils.instantiate(mf_config.fidelity)
+    _proposals_unchanged(lambda _: ModelBasedHyperband(nb201, hydra.utils.instantiate(mf_config.ensemble), schedule, seed=3, rungs="schedule", bracket_size=9, min_points=6), objective, 4.0)
 
 
 @pytest.mark.parametrize("name", ["mobo", "nsga2"])
