@@ -272,8 +272,11 @@ def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: Prox
     read before computing anything).
     """
     from nas.spaces import build_space  # the space registry imports this module's users
+    from nas.spaces.hparams import MixedSpace
     from nas.spaces.product import ProductSpace
 
+    if isinstance(space, MixedSpace):
+        raise NASError(f"Zero-cost metrics measure networks, and space {space.name!r} holds hyperparameters only; search it without pretraining (strategy.pretraining=none).")
     if isinstance(space, ProductSpace):
         # Zero-cost metrics describe the network alone: the architecture space's data (cached
         # once for every recipe), each architecture paired with a sampled recipe.

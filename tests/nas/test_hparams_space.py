@@ -178,3 +178,11 @@ def test_a_product_reads_the_zero_cost_data_of_its_architectures(tmp_path) -> No
     assert path == plain_path and sorted(p.name for p in tmp_path.iterdir()) == [plain_path.name]
     assert lifted.codes.shape == (12, product.num_variables) and torch.equal(lifted.codes[:, : architecture.num_variables], plain.codes)
     assert bool(product.valid_mask(lifted.codes).all()) and torch.equal(lifted.values, plain.values) and lifted.signature == product.signature()
+
+
+def test_zero_cost_pretraining_on_a_space_without_networks_is_refused_in_one_sentence() -> None:
+    from nas.costs.zero_cost import zero_cost_from_config
+
+    settings = OmegaConf.create({"metrics": ["params"], "num_samples": 4, "seed": 0, "cache_dir": "/nonexistent"})
+    with pytest.raises(NASError, match=r"space 'lcb' holds hyperparameters only; search it without pretraining \(strategy.pretraining=none\)"):
+        zero_cost_from_config(MixedSpace(LCBENCH_LIKE, label="lcb"), settings)
