@@ -42,7 +42,8 @@ from torch import nn
 
 from nas.errors import NASError
 from nas.space import Encoding, SearchSpace
-from nas.spaces.variables import KINDS, Categorical, Float, Integer, Variable, value_text, variable_from_config
+from nas.spaces.common import choice_text
+from nas.spaces.variables import KINDS, Categorical, Float, Integer, Variable, variable_from_config
 
 __all__ = ["KINDS", "Categorical", "Float", "Integer", "MixedSpace", "Variable", "variable_from_config"]
 
@@ -107,7 +108,7 @@ class MixedSpace(SearchSpace):
 
     def signature(self) -> dict[str, object]:
         prior = {"prior_weight": self.prior_weight, "prior_spread": self.prior_spread} if self.prior_weight else {}
-        return {"name": self.name, **prior, "variables": [[v.name, v.kind, v.lower, v.upper, v.log, list(map(value_text, v.options)), value_text(v.default), [[p, list(map(value_text, vals))] for p, vals in v.when]] for v in self.variables]}
+        return {"name": self.name, **prior, "variables": [[v.name, v.kind, v.lower, v.upper, v.log, list(map(choice_text, v.options)), choice_text(v.default), [[p, list(map(choice_text, vals))] for p, vals in v.when]] for v in self.variables]}
 
     @cached_property
     def default_codes(self) -> torch.Tensor:
@@ -165,7 +166,7 @@ class MixedSpace(SearchSpace):
     def to_string(self, encoding: Encoding) -> str:
         codes = torch.tensor([encoding], dtype=torch.long)
         active = self.active(codes)[0].tolist()
-        return " ".join(f"{v.name}={value_text(v.grid[c])}" for v, c, on in zip(self.variables, encoding, active) if on)
+        return " ".join(f"{v.name}={choice_text(v.grid[c])}" for v, c, on in zip(self.variables, encoding, active) if on)
 
     def parse(self, text: str) -> Encoding:
         given: dict[str, str] = {}
@@ -191,7 +192,7 @@ class MixedSpace(SearchSpace):
         active = self.active(codes.unsqueeze(0))[0]
         for i, v in enumerate(self.variables):
             if not bool(active[i]) and v.name in config:
-                parents = " and ".join(f"{p} is {'/'.join(map(value_text, vals))}" for p, vals in v.when)
+                parents = " and ".join(f"{p} is {'/'.join(map(choice_text, vals))}" for p, vals in v.when)
                 raise NASError(f"Configuration of {self.name!r} sets {v.name}, which is active only when {parents}.")
             if bool(active[i]) and v.name not in config:
                 raise NASError(f"Configuration of {self.name!r} lacks {v.name}, which is active here.")
@@ -333,13 +334,13 @@ class MixedSpace(SearchSpace):
             elif v.kind == "float":
                 made[v.name] = CSFloat(v.name, (float(v.lower), float(v.upper)), log=v.log, default=float(v.default))  # type: ignore[arg-type]
             else:
-                made[v.name] = CSCategorical(v.name, [value_text(o) for o in v.options], default=value_text(v.default))
+                made[v.name] = CSCategorical(v.name, [choice_text(o) for o in v.options], default=choice_text(v.default))
         space.add(list(made.values()))
         for v in self.variables:
             for parent, values in v.when:
                 owner = self.variables[self.variable_names.index(parent)]
                 allowed = [owner.grid[owner.code_of(x)] for x in values]
-                space.add(InCondition(made[v.name], made[parent], [value_text(x) for x in allowed] if not owner.numeric else allowed))
+                space.add(InCondition(made[v.name], made[parent], [choice_text(x) for x in allowed] if not owner.numeric else allowed))
         return space
 
     def from_config_space(self, config: Mapping[str, object]) -> Encoding:

@@ -14,21 +14,13 @@ from typing import Any
 import torch
 
 from nas.errors import NASError
+from nas.spaces.common import choice_text
 
 KINDS = ("int", "float", "categorical")
 #: Grid steps between the bounds of a float variable (and of a wide integer one).
 FLOAT_STEPS = 1000
 #: The keys a variable's config may have.
 VARIABLE_KEYS = ("type", "lower", "upper", "log", "choices", "default", "when")
-
-
-def value_text(value: object) -> str:
-    """How a value is written in configuration strings (floats to 6 significant digits)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return format(value, ".6g")
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -64,8 +56,8 @@ class Variable:
     def code_of(self, value: object) -> int:
         """The grid code nearest ``value`` (a categorical's must be one of its options)."""
         if not self.numeric:
-            texts = [value_text(o) for o in self.grid]
-            text = value_text(value)
+            texts = [choice_text(o) for o in self.grid]
+            text = choice_text(value)
             if value in self.grid:
                 return self.grid.index(value)
             if text in texts:
@@ -75,10 +67,10 @@ class Variable:
             try:
                 value = float(str(value))
             except ValueError:
-                raise NASError(f"Variable {self.name!r} takes a number between {value_text(self.lower)} and {value_text(self.upper)}, got {value!r}.") from None
+                raise NASError(f"Variable {self.name!r} takes a number between {choice_text(self.lower)} and {choice_text(self.upper)}, got {value!r}.") from None
         assert self.lower is not None and self.upper is not None
         if not self.lower - 1e-12 * abs(self.lower) <= value <= self.upper + 1e-12 * abs(self.upper):
-            raise NASError(f"Variable {self.name!r} takes a number between {value_text(self.lower)} and {value_text(self.upper)}, got {value_text(value)}.")
+            raise NASError(f"Variable {self.name!r} takes a number between {choice_text(self.lower)} and {choice_text(self.upper)}, got {choice_text(value)}.")
         target = self.position(max(value, self.lower) if self.log else value)
         positions = [self.position(v) for v in self.grid]  # type: ignore[arg-type]
         return min(range(len(positions)), key=lambda i: abs(positions[i] - target))
@@ -129,20 +121,20 @@ def Categorical(name: str, choices: Sequence[object], default: object = None, wh
     options = tuple(choices) if isinstance(choices, Sequence) and not isinstance(choices, str) else ()
     if not options:
         raise NASError(f"Categorical variable {name!r} needs a non-empty list of choices, got {choices!r}.")
-    if len({value_text(o) for o in options}) != len(options):
-        raise NASError(f"Categorical variable {name!r} lists a choice twice: {', '.join(map(value_text, options))}.")
+    if len({choice_text(o) for o in options}) != len(options):
+        raise NASError(f"Categorical variable {name!r} lists a choice twice: {', '.join(map(choice_text, options))}.")
     chosen = options[0] if default is None else default
     if chosen not in options:
-        raise NASError(f"The default {chosen!r} of variable {name!r} is not one of its choices {', '.join(map(value_text, options))}.")
+        raise NASError(f"The default {chosen!r} of variable {name!r} is not one of its choices {', '.join(map(choice_text, options))}.")
     return Variable(name, "categorical", options=options, default=chosen, when=_conditions(name, when), grid=options)
 
 
 def _numeric(name: str, kind: str, lower: object, upper: object, log: bool, default: object, when: Mapping[str, Any] | None) -> Variable:
     low, high = _number(name, "lower bound", lower, kind), _number(name, "upper bound", upper, kind)
     if not low < high:
-        raise NASError(f"Variable {name!r} has its lower bound {value_text(lower)} not below its upper bound {value_text(upper)}; give lower < upper.")
+        raise NASError(f"Variable {name!r} has its lower bound {choice_text(lower)} not below its upper bound {choice_text(upper)}; give lower < upper.")
     if log and low <= 0:
-        raise NASError(f"Variable {name!r} is on a log scale, which needs bounds above 0, got lower={value_text(lower)}; use a positive lower bound or log: false.")
+        raise NASError(f"Variable {name!r} is on a log scale, which needs bounds above 0, got lower={choice_text(lower)}; use a positive lower bound or log: false.")
     grid = _grid(kind, low, high, bool(log))
     if kind == "int":
         low, high = int(low), int(high)
@@ -153,7 +145,7 @@ def _numeric(name: str, kind: str, lower: object, upper: object, log: bool, defa
     else:
         value = _number(name, "default", default, kind)
         if not low <= value <= high:
-            raise NASError(f"The default {value_text(default)} of variable {name!r} is outside its bounds {value_text(low)}..{value_text(high)}.")
+            raise NASError(f"The default {choice_text(default)} of variable {name!r} is outside its bounds {choice_text(low)}..{choice_text(high)}.")
         chosen = grid[variable.code_of(value)]
     return Variable(name, kind, low, high, bool(log), default=chosen, when=variable.when, grid=grid)
 
