@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nas.bench.multifidelity import CostRecord, best_at, run_mf_benchmark
 from nas.errors import NASError
 from nas.spaces import space_from_config
+from nas.stats import mean_se
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,12 @@ def regret_of(record: CostRecord, cost: float, best: float, worst: float) -> flo
     return 1.0 if value is None else (best - value) / (best - worst)
 
 
-def mean_se(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4f}" if values else "–"
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) / math.sqrt(len(values)):.4f}"
+def regret_rows(strategies: list[str], rows_of: dict[str, list[list[float]]], checkpoints: list[float]) -> list[str]:
+    """A markdown table: per strategy, the mean ± SE over its rows (seeds) of the regret at each checkpoint."""
+    lines = ["| Strategy | " + " | ".join(f"@{c:g}" for c in checkpoints) + " |", "|---" * (len(checkpoints) + 1) + "|"]
+    for name in strategies:
+        lines.append(f"| {name} | " + " | ".join(mean_se([row[i] for row in rows_of[name]], digits=4) for i in range(len(checkpoints))) + " |")
+    return lines
 
 
 def run_task_benchmark(cfg: DictConfig) -> dict[str, dict[str, list[CostRecord]]]:
@@ -105,19 +107,14 @@ def run_task_benchmark(cfg: DictConfig) -> dict[str, dict[str, list[CostRecord]]
         "",
         "## Mean over tasks",
         "",
-        "| Strategy | " + " | ".join(f"@{c:g}" for c in checkpoints) + " |",
-        "|---" * (len(checkpoints) + 1) + "|",
+        *regret_rows(strategies, averaged, checkpoints),
     ]
-    for name in strategies:
-        lines.append(f"| {name} | " + " | ".join(mean_se([row[i] for row in averaged[name]]) for i in range(len(checkpoints))) + " |")
     reference = cfg.get("regret_reference")
     if reference in strategies:
         lines += ["", *reach_lines(results, extremes, strategies, reference, budget)]
     for task in tasks:
         best, worst = extremes[task]
-        lines += ["", f"## Task {task} (best known {best:.2f}, worst known {worst:.2f})", "", "| Strategy | " + " | ".join(f"@{c:g}" for c in checkpoints) + " |", "|---" * (len(checkpoints) + 1) + "|"]
-        for name in strategies:
-            lines.append(f"| {name} | " + " | ".join(mean_se([row[i] for row in regret[name][task]]) for i in range(len(checkpoints))) + " |")
+        lines += ["", f"## Task {task} (best known {best:.2f}, worst known {worst:.2f})", "", *regret_rows(strategies, {name: regret[name][task] for name in strategies}, checkpoints)]
     report = "\n".join(lines) + "\n"
     (output / "regret.md").write_text(report)
     (output / "regret.json").write_text(json.dumps({

@@ -151,3 +151,26 @@ def test_the_configs_build_the_objective() -> None:
     codes = space.sample(64, torch.Generator().manual_seed(0))
     values = objective.accuracy(codes, 52)
     assert bool(torch.isfinite(values).all()) and float(values.std()) > 0
+
+
+def test_benchmark_lcbench_compares_tasks_in_normalised_regret(tmp_path: Path) -> None:
+    """benchmark=lcbench with tasks=[...]: one harness run per task, then the regret over tasks,
+    each seed averaged over the tasks first; a task listed twice is refused in one sentence."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.bench.tasks import run_task_benchmark
+
+    def config(*overrides: str):  # noqa: ANN202
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            return compose("benchmark", overrides=["benchmark=lcbench", "seeds=2", "budget=3", "workers=1", "regret_samples=2000", "agreement_epochs=[]", "cost_checkpoints=[1,3]", "include=[random,hyperband]", f"output_dir={tmp_path}", *overrides])
+
+    results = run_task_benchmark(config("tasks=[3945,34539]"))
+    report = json.loads((tmp_path / "regret.json").read_text())
+    assert set(results) == {3945, 34539} and (tmp_path / "task_3945" / "records.jsonl").is_file() and (tmp_path / "regret.png").is_file()
+    per_task = report["per_task"]["random"]
+    for seed, row in enumerate(report["mean_over_tasks"]["random"]):
+        assert row == pytest.approx([(per_task["3945"][seed][i] + per_task["34539"][seed][i]) / 2 for i in range(2)])
+    assert all(r <= 1.0 for rows in per_task.values() for row in rows for r in row)
+    assert report["mean_over_tasks"]["random"][0][1] <= report["mean_over_tasks"]["random"][0][0]  # more budget, no worse
+    with pytest.raises(NASError, match="tasks lists 3945 twice; give each task once."):
+        run_task_benchmark(config("tasks=[3945,3945]"))
