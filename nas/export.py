@@ -55,7 +55,7 @@ from models.reparam import reparameterize_model
 from nas.cli import configure_threads, user_errors
 from nas.errors import NASError
 from nas.objectives.training import Recipe, training_recipe
-from nas.progress import progress_bar
+from nas.progress import format_duration, progress_bar, progress_enabled
 from nas.space import SearchSpace
 from nas.spaces import ProductSpace, space_from_config
 from nas.report.status import RunEvaluation, RunState, read_run
@@ -243,10 +243,21 @@ def train_final(
         log.info("resuming the final training from %s", last)
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     bar = progress_bar(epochs, "final training", unit="epoch")
+    # A log or a pipe gets no bar: it gets a line per epoch instead, as a final training takes minutes to hours.
+    log_epochs = not progress_enabled()
+    first_epoch: list[int] = []
 
     def on_epoch(metrics: EpochMetrics) -> None:
         bar.update(metrics.epoch - bar.n)
         bar.set_postfix(held_out_acc=f"{100 * metrics.val_acc:.2f}", refresh=False)
+        if log_epochs:
+            # A resumed training's clock starts after its checkpoint's epoch.
+            first_epoch[:] = first_epoch or [metrics.epoch - 1]
+            per_epoch = metrics.elapsed_s / (metrics.epoch - first_epoch[0])
+            log.info(
+                "final training: epoch %d / %d, held-out accuracy %.2f %%, about %s left",
+                metrics.epoch, epochs, 100 * metrics.val_acc, format_duration(per_epoch * (epochs - metrics.epoch)),
+            )
 
     with bar, warnings.catch_warnings():
         # Resuming writes its checkpoints where the interrupted training wrote its own, on purpose.

@@ -117,6 +117,16 @@ def test_rerun_resumes_from_the_final_trainings_checkpoint(tiny_run: Path, expor
         assert torch.equal(again[0].network.eval()(images), exported[0].network(images))
 
 
+def test_a_log_gets_one_line_per_epoch_of_the_final_training(tiny_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Under pytest stderr is not a terminal, so no bar is drawn: the log has to show the progress.
+    overrides = [f"run_dir={tiny_run}", f"output_dir={tmp_path}", "epochs=2", "onnx=false", "latency.warmup=0", "latency.repetitions=2"]
+    with caplog.at_level("INFO", logger="nas.export"):
+        export_run(_compose("export", overrides))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("final training: epoch")]
+    assert [line.split(",")[0] for line in lines] == ["final training: epoch 1 / 2", "final training: epoch 2 / 2"]
+    assert lines[-1].endswith("about 0.0 s left")
+
+
 def test_run_compares_its_winner_with_the_median_candidate_and_the_reference(tiny_run: Path) -> None:
     summary = json.loads((tiny_run / "summary.json").read_text())
     with sqlite3.connect(tiny_run / "store.sqlite") as db:
