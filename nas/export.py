@@ -245,15 +245,15 @@ def train_final(
     bar = progress_bar(epochs, "final training", unit="epoch")
     # A log or a pipe gets no bar: it gets a line per epoch instead, as a final training takes minutes to hours.
     log_epochs = not progress_enabled()
-    first_epoch: list[int] = []
+    epochs_before: int | None = None  # a resumed training's clock starts after its checkpoint's epoch
 
     def on_epoch(metrics: EpochMetrics) -> None:
         bar.update(metrics.epoch - bar.n)
         bar.set_postfix(held_out_acc=f"{100 * metrics.val_acc:.2f}", refresh=False)
+        nonlocal epochs_before
         if log_epochs:
-            # A resumed training's clock starts after its checkpoint's epoch.
-            first_epoch[:] = first_epoch or [metrics.epoch - 1]
-            per_epoch = metrics.elapsed_s / (metrics.epoch - first_epoch[0])
+            epochs_before = metrics.epoch - 1 if epochs_before is None else epochs_before
+            per_epoch = metrics.elapsed_s / (metrics.epoch - epochs_before)
             log.info(
                 "final training: epoch %d / %d, held-out accuracy %.2f %%, about %s left",
                 metrics.epoch, epochs, 100 * metrics.val_acc, format_duration(per_epoch * (epochs - metrics.epoch)),
