@@ -248,9 +248,9 @@ def train_final(
     epochs_before: int | None = None  # a resumed training's clock starts after its checkpoint's epoch
 
     def on_epoch(metrics: EpochMetrics) -> None:
+        nonlocal epochs_before
         bar.update(metrics.epoch - bar.n)
         bar.set_postfix(held_out_acc=f"{100 * metrics.val_acc:.2f}", refresh=False)
-        nonlocal epochs_before
         if log_epochs:
             epochs_before = metrics.epoch - 1 if epochs_before is None else epochs_before
             per_epoch = metrics.elapsed_s / (metrics.epoch - epochs_before)

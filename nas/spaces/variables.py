@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -72,8 +73,13 @@ class Variable:
         if not self.lower - 1e-12 * abs(self.lower) <= value <= self.upper + 1e-12 * abs(self.upper):
             raise NASError(f"Variable {self.name!r} takes a number between {choice_text(self.lower)} and {choice_text(self.upper)}, got {choice_text(value)}.")
         target = self.position(max(value, self.lower) if self.log else value)
-        positions = [self.position(v) for v in self.grid]  # type: ignore[arg-type]
+        positions = self.grid_positions
         return min(range(len(positions)), key=lambda i: abs(positions[i] - target))
+
+    @cached_property
+    def grid_positions(self) -> tuple[float, ...]:
+        """Each grid value's :meth:`position`, computed once per variable, not per lookup."""
+        return tuple(self.position(v) for v in self.grid)  # type: ignore[arg-type]
 
 
 def _grid(kind: str, lower: float, upper: float, log: bool) -> tuple[object, ...]:
