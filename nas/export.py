@@ -252,7 +252,8 @@ def train_final(
         bar.update(metrics.epoch - bar.n)
         bar.set_postfix(held_out_acc=f"{100 * metrics.val_acc:.2f}", refresh=False)
         if log_epochs:
-            epochs_before = metrics.epoch - 1 if epochs_before is None else epochs_before
+            if epochs_before is None:
+                epochs_before = metrics.epoch - 1
             per_epoch = metrics.elapsed_s / (metrics.epoch - epochs_before)
             log.info(
                 "final training: epoch %d / %d, held-out accuracy %.2f %%, about %s left",
