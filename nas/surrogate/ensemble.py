@@ -4,7 +4,9 @@ Every member has a shared trunk (Linear -> LayerNorm -> SiLU blocks) and one hea
 target (zero-cost metrics during pretraining, the objective at each fidelity during the
 search): Linear -> LayerNorm -> SiLU -> Linear(1). The parameters of all ``M`` members
 are stacked along a leading dimension and applied with batched matrix products, so
-training or scoring the whole ensemble costs one pass, not ``M``.
+training or scoring the whole ensemble costs one pass, not ``M``. Optionally each member's
+objective heads add a fixed random function (:class:`RandomPrior`), so that the members
+disagree where nothing has been observed.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.cli import torch_threads
-
 
 #: Rows per chunk when scoring. Scoring is bound by the element-wise passes (LayerNorm,
 #: SiLU), not the products: ``M x 1024 x 128`` activations stay in cache, which makes
@@ -63,6 +64,47 @@ class StackedHead(nn.Module):
         return torch.baddbmm(self.out_bias, self.hidden(embedding), self.out_weight).squeeze(-1)
 
 
+class RandomPrior(nn.Module):
+    """A fixed, untrained random function per member, added to the objective heads'
+    output (randomised prior functions, Osband, Aslanides & Cassirer, 2018).
+
+    A trained network extrapolates confidently: away from the observations the members of a
+    deep ensemble agree, and the acquisition sees no reason to go there. With a different
+    random prior added to each member, the members' trained parts learn to cancel their
+    priors where there are observations and only there, so the ensemble's disagreement grows
+    with the distance from what has been seen, as a Gaussian process' does.
+
+    ``x @ A + b -> SiLU -> @ w`` with ``A ~ N(0, 24 / f)`` (pre-activations vary by about
+    two units across inputs in ``[0, 1]^f``) and ``b ~ N(0, 1)``; each member's output is
+    then centred and scaled to unit standard deviation over uniform random inputs, so that
+    ``scale`` is in the units of the normalised targets.
+    """
+
+    def __init__(self, members: int, in_features: int, hidden: int, scale: float, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(members, in_features, hidden, generator=generator) * math.sqrt(24.0 / in_features))
+        self.register_buffer("bias", torch.randn(members, 1, hidden, generator=generator))
+        self.register_buffer("out", torch.randn(members, hidden, 1, generator=generator) / math.sqrt(hidden))
+        self.register_buffer("shift", torch.zeros(members, 1))
+        self.register_buffer("factor", torch.ones(members, 1))
+        with torch.no_grad():
+            raw = self._raw(torch.rand(4096, in_features, generator=generator))
+            self.shift.copy_(raw.mean(1, keepdim=True))
+            self.factor.copy_(scale / raw.std(1, keepdim=True).clamp(min=1e-6))
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``n x f`` or ``M x n x f`` -> ``M x n``, before centring and scaling."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        return torch.bmm(F.silu(torch.baddbmm(self.bias, x, self.weight)), self.out).squeeze(-1)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``n x f`` or ``M x n x f`` -> each member's prior ``M x n``."""
+        return (self._raw(x) - self.shift) * self.factor
+
+
 class DeepEnsemble(nn.Module):
     """``M`` MLPs with a shared trunk and named heads, stored as stacked parameters.
 
@@ -73,6 +115,9 @@ class DeepEnsemble(nn.Module):
         trunk: widths of the shared trunk (thesis: 64-128-256-256-256).
         head_hidden: width of each head's hidden layer (thesis: 512).
         seed: members are initialised independently from this seed.
+        prior_scale: standard deviation of the :class:`RandomPrior` added to the heads named
+            at construction (the objective heads; 0: none). Heads added later (the zero-cost
+            metrics' during pretraining) have no prior.
     """
 
     def __init__(
@@ -83,6 +128,7 @@ class DeepEnsemble(nn.Module):
         trunk: Sequence[int] = (64, 128, 256, 256, 256),
         head_hidden: int = 512,
         seed: int = 0,
+        prior_scale: float = 0.0,
     ) -> None:
         super().__init__()
         if members < 1:
@@ -96,6 +142,9 @@ class DeepEnsemble(nn.Module):
         self.embedding_dim = widths[-1]
         self.heads = nn.ModuleDict({name: StackedHead(members, self.embedding_dim, head_hidden, generator) for name in heads})
         self._generator = generator
+        # Its own generator: without a prior every other parameter is drawn as before.
+        self.prior = RandomPrior(members, in_features, 64, prior_scale, seed + 7919) if prior_scale > 0 else None
+        self.prior_heads = frozenset(heads) if self.prior is not None else frozenset()
         self._score_buffers: dict[int, list[_BlockBuffers]] = {}  # chunk rows -> one set per block (predict)
 
     def add_head(self, name: str) -> None:
@@ -112,7 +161,11 @@ class DeepEnsemble(nn.Module):
     def forward(self, x: torch.Tensor, heads: Iterable[str]) -> dict[str, torch.Tensor]:
         """Predictions ``M x n`` of each requested head for ``x`` (``n x f`` or ``M x n x f``)."""
         embedding = self.embed(x)
-        return {name: self.heads[name](embedding) for name in heads}
+        out = {name: self.heads[name](embedding) for name in heads}
+        if self.prior is not None and self.prior_heads.intersection(out):
+            prior = self.prior(x)
+            out = {name: y + prior if name in self.prior_heads else y for name, y in out.items()}
+        return out
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, head: str, chunk_size: int = PREDICT_CHUNK) -> torch.Tensor:
@@ -148,6 +201,8 @@ class DeepEnsemble(nn.Module):
                     torch.bmm(activations, augmented[l], out=chunk_buffers[l + 1].product)
                 else:
                     out[:, i : i + r] = torch.bmm(activations, augmented[l]).squeeze(-1)
+            if head in self.prior_heads:
+                out[:, i : i + r] += self.prior(chunk)
         return out
 
     def fit(
@@ -199,6 +254,14 @@ class DeepEnsemble(nn.Module):
         generator = generator or self._generator
         mask = (~torch.isnan(targets)).float()
         clean = torch.nan_to_num(targets)
+        if self.prior_heads.intersection(heads):
+            # A head with a prior predicts trained part + prior: the trained part fits the
+            # targets minus the member's prior (M x n x h), fixed for the whole fit.
+            prior = self.prior(x).unsqueeze(-1)  # M x n x 1
+            with_prior = torch.tensor([name in self.prior_heads for name in heads], dtype=clean.dtype)
+            clean = clean.unsqueeze(0) - prior * with_prior
+        else:
+            clean = clean.unsqueeze(0).expand(self.members, -1, -1)
         if bootstrap:
             draws = torch.poisson(torch.ones(self.members, n, 1), generator=generator)  # M x n x 1
         else:
@@ -224,7 +287,8 @@ class DeepEnsemble(nn.Module):
         optimizer: torch.optim.Optimizer,
         auxiliary: "AuxiliaryTask | None",
     ) -> None:
-        """The optimisation loop of :meth:`fit` (arguments as prepared there)."""
+        """The optimisation loop of :meth:`fit` (arguments as prepared there; ``clean``: each
+        member's targets ``M x n x h``, its prior already subtracted)."""
         n = x.shape[0]
         steps = max(1, math.ceil(n / batch_size))
         for _ in range(epochs):
@@ -232,8 +296,9 @@ class DeepEnsemble(nn.Module):
             for step in range(steps):
                 idx = order[:, step * batch_size : (step + 1) * batch_size]  # M x b
                 m = mask[idx] * torch.gather(draws, 1, idx.unsqueeze(-1))  # M x b x h row weights
+                y = torch.gather(clean, 1, idx.unsqueeze(-1).expand(-1, -1, clean.shape[-1]))  # M x b x h targets
                 if auxiliary is None:
-                    loss = self._huber(self.embed(x[idx]), clean[idx], m, heads)
+                    loss = self._huber(self.embed(x[idx]), y, m, heads)
                 else:
                     # One auxiliary head per step, in turn: the trunk keeps every metric at
                     # a fraction of the cost of all heads every step. Its rows go through
@@ -244,7 +309,7 @@ class DeepEnsemble(nn.Module):
                     b = idx.shape[1]
                     embedding = self.embed(torch.cat([x[idx], auxiliary.x[rows]], dim=1))  # M x (b + batch_size) x e
                     aux_rows = auxiliary.targets_of(rows, j)
-                    loss = self._huber(embedding[:, :b], clean[idx], m, heads) + auxiliary.weight * self._huber(
+                    loss = self._huber(embedding[:, :b], y, m, heads) + auxiliary.weight * self._huber(
                         embedding[:, b:], *aux_rows, auxiliary.heads[j : j + 1]
                     )
                 optimizer.zero_grad(set_to_none=True)

@@ -13,12 +13,12 @@ from typing import Sequence
 
 import torch
 
-from nas.errors import NASError
 from nas.costs.proxies import PROXIES
+from nas.costs.zero_cost import ZeroCostData, rank_normalise
+from nas.errors import NASError
 from nas.space import SearchSpace
 from nas.stats import spearman
 from nas.surrogate.ensemble import AuxiliaryTask, DeepEnsemble
-from nas.costs.zero_cost import ZeroCostData, rank_normalise
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class EnsembleSurrogate:
             what pretraining learnt about the architectures is the prior of the objective.
         max_fit_steps: at most this many optimiser steps per fit (``None``: ``fit_epochs``
             full epochs however many observations there are).
+        prior_scale: a fixed random function of this standard deviation (in normalised
+            target units) added to each member's objective heads, so that the members
+            disagree away from the observations (:class:`nas.surrogate.ensemble.RandomPrior`;
+            0: none).
         seed: initialisation and shuffling seed.
     """
 
@@ -78,6 +82,7 @@ class EnsembleSurrogate:
         auxiliary_weight: float = 0.0,
         head_init: str = "fresh",
         max_fit_steps: int | None = None,
+        prior_scale: float = 0.0,
         seed: int = 0,
     ) -> None:
         if target_transform not in TARGET_TRANSFORMS:
@@ -86,6 +91,8 @@ class EnsembleSurrogate:
             raise NASError(f"Unknown pretraining mode {pretraining!r}; valid modes are {', '.join(PRETRAINING_MODES)}.")
         if head_init not in HEAD_INITS:
             raise NASError(f"Unknown head_init {head_init!r}; valid choices are {', '.join(HEAD_INITS)}.")
+        if not prior_scale >= 0:
+            raise NASError(f"prior_scale must be >= 0 (0: no random prior), got {prior_scale}.")
         if auxiliary_weight < 0:
             raise NASError(f"auxiliary_weight must be >= 0, got {auxiliary_weight}.")
         self.space = space
@@ -108,7 +115,7 @@ class EnsembleSurrogate:
         self._started: set[str] = set()  # objective heads trained at least once
         self.generator = torch.Generator().manual_seed(seed + 1)
         in_features = space.features(space.sample(1, torch.Generator().manual_seed(0))).shape[1]
-        self.ensemble = DeepEnsemble(in_features, self.fidelities, members, trunk, head_hidden, seed=seed)
+        self.ensemble = DeepEnsemble(in_features, self.fidelities, members, trunk, head_hidden, seed=seed, prior_scale=prior_scale)
         self._optimizer: torch.optim.Optimizer | None = None
         self._observed: dict[str, torch.Tensor] = {}  # sorted observed values per fidelity
 

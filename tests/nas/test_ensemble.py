@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
+from nas.costs.zero_cost import ZeroCostData
 from nas.errors import NASError
 from nas.spaces.nb201 import NB201Space
 from nas.surrogate import DeepEnsemble, EnsembleSurrogate
-from nas.costs.zero_cost import ZeroCostData
 
 
 def _member_forward(ensemble: DeepEnsemble, member: int, x: torch.Tensor, head: str) -> torch.Tensor:
@@ -53,6 +53,40 @@ def test_fit_learns_a_function_and_ignores_missing_targets() -> None:
     after = F.mse_loss(ensemble.predict(x, "y").mean(0), y[:, 0])
     assert after < 0.1 * before
     assert torch.isfinite(ensemble.predict(x, "unused")).all()
+
+
+def test_a_random_prior_adds_disagreement_away_from_the_observations_only() -> None:
+    """Members with random priors fit the observations as well as members without, and
+    disagree more where nothing was observed; the metric heads added later have no prior."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 6, generator=generator) * 0.3  # observations in one corner
+    far = 0.7 + torch.rand(500, 6, generator=generator) * 0.3  # the opposite corner
+    y = x.sum(1) - 0.4
+    spread = {}
+    for scale in (0.0, 1.0):
+        ensemble = DeepEnsemble(6, ["hi"], members=6, trunk=(32, 32), head_hidden=32, seed=0, prior_scale=scale)
+        ensemble.fit(x, y, ["hi"], epochs=300, batch_size=20, lr=5e-3)
+        near = ensemble.predict(x, "hi")
+        assert F.mse_loss(near.mean(0), y) < 0.01
+        assert torch.allclose(near, ensemble(x, ["hi"])["hi"], atol=1e-5)  # scoring and training agree
+        spread[scale] = ensemble.predict(far, "hi").std(0).mean()
+        ensemble.add_head("metric:flops")
+        assert "metric:flops" not in ensemble.prior_heads
+    assert spread[1.0] > 2 * spread[0.0]
+
+
+def test_without_a_prior_the_ensemble_is_drawn_as_before() -> None:
+    x = torch.randn(20, 8)
+    a = DeepEnsemble(8, ["y"], members=3, trunk=(16,), head_hidden=8, seed=1)
+    b = DeepEnsemble(8, ["y"], members=3, trunk=(16,), head_hidden=8, seed=1, prior_scale=0.5)
+    assert b.prior is not None and a.prior is None
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # the prior has its own draws
+    assert not torch.allclose(a.predict(x, "y"), b.predict(x, "y"))
+
+
+def test_a_negative_prior_scale_is_refused(nb201: NB201Space) -> None:
+    with pytest.raises(NASError, match="prior_scale must be >= 0"):
+        EnsembleSurrogate(nb201, prior_scale=-1.0)
 
 
 def test_simultaneous_pretraining_learns_every_metric(nb201: NB201Space, small_zero_cost: ZeroCostData) -> None:
