@@ -24,6 +24,10 @@ from nas.cli import torch_threads
 #: scoring a whole space about twice as fast as chunks of 8,192 rows on a CPU.
 PREDICT_CHUNK = 1024
 
+#: Hidden width of each member's :class:`RandomPrior`: a smooth random function of a few
+#: inputs needs no more, and it adds little to scoring a pool.
+PRIOR_HIDDEN = 64
+
 
 def _stacked_linear(members: int, fan_in: int, fan_out: int, generator: torch.Generator) -> tuple[nn.Parameter, nn.Parameter]:
     """Weights ``M x fan_in x fan_out`` and biases ``M x 1 x fan_out``, each member drawn like ``nn.Linear``."""
@@ -143,7 +147,7 @@ class DeepEnsemble(nn.Module):
         self.heads = nn.ModuleDict({name: StackedHead(members, self.embedding_dim, head_hidden, generator) for name in heads})
         self._generator = generator
         # Its own generator: without a prior every other parameter is drawn as before.
-        self.prior = RandomPrior(members, in_features, 64, prior_scale, seed + 7919) if prior_scale > 0 else None
+        self.prior = RandomPrior(members, in_features, PRIOR_HIDDEN, prior_scale, seed + 7919) if prior_scale > 0 else None
         self.prior_heads = frozenset(heads) if self.prior is not None else frozenset()
         self._score_buffers: dict[int, list[_BlockBuffers]] = {}  # chunk rows -> one set per block (predict)
 
@@ -162,7 +166,7 @@ class DeepEnsemble(nn.Module):
         """Predictions ``M x n`` of each requested head for ``x`` (``n x f`` or ``M x n x f``)."""
         embedding = self.embed(x)
         out = {name: self.heads[name](embedding) for name in heads}
-        if self.prior is not None and self.prior_heads.intersection(out):
+        if self.prior_heads.intersection(out):  # empty without a prior
             prior = self.prior(x)
             out = {name: y + prior if name in self.prior_heads else y for name, y in out.items()}
         return out
