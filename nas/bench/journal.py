@@ -26,13 +26,16 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
 
-def task_fingerprint(cfg: DictConfig, name: str, keys: Sequence[str], setups: Sequence[str] = ("strategies",)) -> str:
-    """What a (strategy, seed) result depends on besides its seed: the config's ``keys``
-    and the strategy's own settings (``cfg[group][name]`` for the first ``group`` of
-    ``setups`` that holds ``name``)."""
+def task_fingerprint(cfg: DictConfig, name: str, keys: Sequence[str], setups: Sequence[str] = ("strategies",), additions: Sequence[str] = ()) -> str:
+    """What a (strategy, seed) result depends on besides its seed: the config's ``keys``,
+    the strategy's own settings (``cfg[group][name]`` for the first ``group`` of ``setups``
+    that holds ``name``) and its entries in the ``additions`` groups that hold it (a pruning
+    rule). Without such entries the fingerprint is what it was before additions existed, so
+    earlier results still resume."""
     parts = {key: _plain(cfg[key]) for key in keys if key in cfg}
     setup = next((cfg[group][name] for group in setups if cfg.get(group) and name in cfg[group]), None)
-    return config_fingerprint({**parts, "name": name, "setup": _plain(setup)})
+    added = {group: _plain(cfg[group][name]) for group in additions if cfg.get(group) and cfg[group].get(name)}
+    return config_fingerprint({**parts, "name": name, "setup": _plain(setup), **({"additions": added} if added else {})})
 
 
 class Journal:

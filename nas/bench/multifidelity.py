@@ -48,11 +48,12 @@ from nas.objectives.onnx_surrogate import OnnxCurveObjective
 from nas.objectives.surrogate_benchmark import SurrogateBenchmarkObjective
 from nas.objectives.table import TableObjective
 from nas.progress import track_runs
-from nas.search import SearchHistory, check_fidelities, run_search
+from nas.search import SearchHistory, check_fidelities, check_pruning, run_search
 from nas.space import Encoding, SearchSpace
 from nas.spaces import space_from_config
 from nas.stats import reach_table, seeds_mean_se, spearman
 from nas.strategies import instantiate_strategy
+from nas.strategies.pruning import build_pruning
 from nas.costs.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
     if name in cfg.strategies:
         zero_cost = ZeroCostData.load(Path(task["zero_cost_path"]), space) if task["zero_cost_path"] else None
         strategy = instantiate_strategy(cfg.strategies[name], space, seed, zero_cost)
+        strategy.pruning = build_pruning(**((cfg.get("pruning") or {}).get(name) or {}))
 
         seen: list[SearchHistory] = []
 
@@ -334,7 +336,10 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
                 "(its fidelities are trainings of their own): leave it out, or use smac_mf, successive_halving or hyperband with rungs=schedule."
             )
         if name in cfg.strategies:
-            check_fidelities(hydra.utils.instantiate(cfg.strategies[name], space=space, seed=0), objective)
+            strategy = hydra.utils.instantiate(cfg.strategies[name], space=space, seed=0)
+            strategy.pruning = build_pruning(**((cfg.get("pruning") or {}).get(name) or {}))
+            check_fidelities(strategy, objective)
+            check_pruning(strategy, objective)
     agreement_epochs = list(cfg.get("agreement_epochs") or [])
     if agreement_epochs and not isinstance(objective, OnnxCurveObjective):
         raise NASError(f"agreement_epochs needs an objective that predicts any architecture at any epoch (objective=surrogate_benchmark or lcbench); {type(objective).__name__} does not.")
@@ -347,7 +352,7 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
     output = Path(cfg.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     seeds = range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds))
-    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, ("strategies", "peers")) for name in cfg.include})
+    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, ("strategies", "peers"), ("pruning",)) for name in cfg.include})
     results, done = journal.read(CostRecord, seeds)
     tasks = [
         {"cfg": cfg, "name": name, "seed": seed, "zero_cost_path": zero_cost_path, "threads": cfg.threads_per_worker}

@@ -339,7 +339,7 @@ def run_training_benchmark(cfg: DictConfig) -> dict[str, list[TrainingRecord]]:
     seeds = range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds))
     threads = int(cfg.threads_per_worker)
     tasks = [{"cfg": cfg, "name": name, "seed": seed, "zero_cost_path": zero_cost_path, "threads": threads} for seed in seeds for name in cfg.include]
-    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, ("strategies", "pruning")) for name in cfg.include})
+    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, additions=("pruning",)) for name in cfg.include})
     results, done = journal.read(TrainingRecord, seeds)
     tasks = [task for task in tasks if (task["name"], task["seed"]) not in done]
     if done:

@@ -6,7 +6,9 @@ training run gives after that many epochs. An evaluation at ``e`` epochs costs
 checkpoint, evaluating a configuration again at more epochs costs only the extra epochs,
 and at fewer epochs nothing (the run already passed them). Every evaluation reports the
 value after each epoch it covers (``value_at_epoch_<k>``), as a training run does, so
-multi-fidelity strategies receive the lower fidelities of a longer run for free.
+multi-fidelity strategies receive the lower fidelities of a longer run for free; and, as a
+training run does, it asks a pruning rule's ``stop_rule`` after each epoch and stops where
+the rule says, charged only the epochs it ran (``pruning=asha`` on a surrogate benchmark).
 
 :class:`OnnxCurveObjective` does all of that; a benchmark subclass says only how codes
 become the model's inputs (:meth:`OnnxCurveObjective.inputs`), which output is the value and
@@ -23,10 +25,11 @@ import numpy as np
 import torch
 
 from nas.errors import NASError
-from nas.fidelity import FidelitySchedule, TrainedEpochs, epoch_metric_key
+from nas.fidelity import FidelitySchedule, TrainedEpochs, epoch_metric_key, epoch_of_metric_key
 from nas.objectives.base import Evaluation
 from nas.paths import resolve_path
 from nas.space import Encoding, SearchSpace
+from nas.trial import PRUNED, StopRule
 
 
 class OnnxCurveObjective:
@@ -58,6 +61,8 @@ class OnnxCurveObjective:
     #: The model's output column that is the objective's value, and the factor scaling it.
     value_column: int = 0
     value_scale: float = 1.0
+    #: Every evaluation reports its value after each epoch, so a pruning rule can stop it.
+    reports_epochs = True
 
     def __init__(self, space: SearchSpace, fidelity: FidelitySchedule | None, model: str | Path, continuation: bool = True, threads: int = 1) -> None:
         try:
@@ -153,15 +158,28 @@ class OnnxCurveObjective:
             raise NASError(f"{self.benchmark} predicts epochs 1..{self.max_epochs}, got {epochs}.")
         return epochs
 
-    def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation:
+    def evaluate(self, encoding: Encoding, fidelity: str = "hi", stop_rule: StopRule | None = None) -> Evaluation:
+        """The value of ``encoding`` after ``fidelity``'s epochs; with ``stop_rule``, the run
+        is asked after each epoch it trains and stops where the rule says (status ``pruned``,
+        its value the last epoch's, charged the epochs run)."""
         epochs = self.epochs_of(fidelity)
         encoding = self.space.validate(encoding)
         curve = self.curve(encoding)
+        reason = None
+        if stop_rule is not None:
+            # Epochs a continued run already passed were asked when it ran them.
+            for epoch in range(self.trained.reached.get(encoding, 0) + 1, epochs):
+                reason = stop_rule(epoch, float(curve[epoch - 1]))
+                if reason is not None:
+                    epochs = epoch
+                    break
         extra = self.trained.charge(encoding, epochs) if self.continuation else epochs
         metrics = {epoch_metric_key(k): float(curve[k - 1]) for k in range(1, epochs + 1)}
         value = float(curve[epochs - 1])
         if not math.isfinite(value):
             return Evaluation(math.nan, cost=extra / self.max_epochs, status="failed", error="the surrogate predicted a non-finite accuracy")
+        if reason is not None:
+            return Evaluation(value, cost=extra / self.max_epochs, status=PRUNED, metrics=metrics, error=reason)
         return Evaluation(value, cost=extra / self.max_epochs, metrics=metrics)
 
     def planned_cost(self, fidelity: str) -> float:
@@ -171,4 +189,6 @@ class OnnxCurveObjective:
     def restore(self, encoding: Encoding, fidelity: str, evaluation: Evaluation) -> None:
         """Remember a stored evaluation of a resumed search, so continuation stays charged right."""
         if self.continuation:
-            self.trained.charge(tuple(encoding), self.epochs_of(fidelity))
+            # A pruned run reached only the epochs it reports.
+            epochs = max(filter(None, map(epoch_of_metric_key, evaluation.metrics)), default=0) if evaluation.status == PRUNED else self.epochs_of(fidelity)
+            self.trained.charge(tuple(encoding), epochs)

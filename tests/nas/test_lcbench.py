@@ -117,6 +117,29 @@ def test_continuation_charges_only_the_extra_epochs(space: MixedSpace, objective
     assert fresh.evaluate(enc, "hi").cost == 1.0
 
 
+def test_a_stop_rule_stops_the_run_after_the_epoch_it_names_and_charges_only_those(space: MixedSpace, objective: LCBenchObjective) -> None:
+    """A pruning rule's gate is asked after each epoch, as in a training run: the run stops
+    where it says (status pruned, its last epoch's value, charged the epochs run); continued
+    later it pays only the rest and is not asked again about the epochs it passed."""
+    from nas.trial import PRUNED, EpochGate
+
+    enc = tuple(space.sample(1, torch.Generator().manual_seed(2))[0].tolist())
+    curve = objective.curve(enc)
+    # At epoch 3 every other run was better; at epoch 1 every other run was worse.
+    gate = EpochGate("asha", {1: (float(curve[0]) - 1.0,), 3: (float(curve[2]) + 1.0,)}, quantile=0.5)
+    pruned = objective.evaluate(enc, "hi", stop_rule=gate)
+    assert pruned.status == PRUNED and pruned.value == pytest.approx(float(curve[2]))
+    assert pruned.cost == pytest.approx(3 / 52) and set(pruned.metrics) == {f"value_at_epoch_{k}" for k in (1, 2, 3)}
+    assert "after epoch 3" in pruned.error
+    asked: list[int] = []
+    resumed = objective.evaluate(enc, "hi", stop_rule=lambda epoch, value: asked.append(epoch))
+    assert resumed.status == "ok" and resumed.cost == pytest.approx(49 / 52) and asked == list(range(4, 52))
+    # A resumed search restores the pruned run at the epochs it reached.
+    fresh = LCBenchObjective(space, 3945, LCBENCH_EPOCHS)
+    fresh.restore(enc, "hi", pruned)
+    assert fresh.evaluate(enc, "hi").cost == pytest.approx(49 / 52)
+
+
 def test_an_unknown_task_or_a_space_without_the_variables_is_refused(space: MixedSpace) -> None:
     with pytest.raises(NASError, match=r"^OpenML task 99 is not in the LCBench surrogate; valid tasks include 3945, 7593, 34539, … \(34 in all\)\.$"):
         LCBenchObjective(space, 99)
@@ -174,3 +197,27 @@ def test_benchmark_lcbench_compares_tasks_in_normalised_regret(tmp_path: Path) -
     assert report["mean_over_tasks"]["random"][0][1] <= report["mean_over_tasks"]["random"][0][0]  # more budget, no worse
     with pytest.raises(NASError, match="tasks lists 3945 twice; give each task once."):
         run_task_benchmark(config("tasks=[3945,3945]"))
+
+
+def test_benchmark_lcbench_prunes_the_runs_of_a_strategy_with_a_rule(tmp_path: Path) -> None:
+    """pruning.<strategy> gives one strategy a stopping rule (bo_asha: asynchronous successive
+    halving): some of its runs stop early, charged only their epochs, and never count as full
+    evaluations; the rule's settings are part of what its stored results depend on."""
+    from hydra import compose, initialize_config_dir
+
+    from nas.bench.journal import task_fingerprint
+    from nas.bench.multifidelity import RESULT_KEYS
+    from nas.bench.tasks import run_task_benchmark
+
+    def config(*overrides: str):  # noqa: ANN202
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            return compose("benchmark", overrides=["benchmark=lcbench", "tasks=[3945]", "seeds=1", "budget=6", "workers=1", "regret_samples=2000", "agreement_epochs=[]", "cost_checkpoints=[6]", "include=[bo_asha]", "strategies.bo_asha.initial_points=30", "strategies.bo_asha.pool_size=500", f"output_dir={tmp_path}", *overrides])
+
+    cfg = config()
+    run_task_benchmark(cfg)
+    record = json.loads((tmp_path / "task_3945" / "results.json").read_text())["strategies"]["bo_asha"][0]
+    assert record["full_evaluations"] < record["evaluations"]
+    assert record["cost"] >= 6 and record["cost"] < record["evaluations"]
+    fingerprint = task_fingerprint(cfg, "bo_asha", RESULT_KEYS, ("strategies", "peers"), ("pruning",))
+    assert fingerprint != task_fingerprint(config("pruning.bo_asha.eta=2"), "bo_asha", RESULT_KEYS, ("strategies", "peers"), ("pruning",))
+    assert task_fingerprint(cfg, "bo", RESULT_KEYS, ("strategies", "peers"), ("pruning",)) == task_fingerprint(cfg, "bo", RESULT_KEYS, ("strategies", "peers"))
