@@ -142,19 +142,24 @@ def check_fidelities(strategy: Strategy, objective: Objective) -> None:
 
 
 def check_pruning(strategy: Strategy, objective: Objective) -> None:
-    """Refuse, before any work, a pruning rule with an objective that reports no epochs (a
-    table), or one that could never stop a run of the objective's epochs."""
-    rule = getattr(strategy, "pruning", None)
-    if rule is None:
-        return
-    if not getattr(objective, "reports_epochs", False):
-        raise NASError(
-            f"Pruning stops training runs between epochs, but this objective ({type(objective).__name__}) reports no epochs; "
-            "use pruning=none, or an objective that trains (objective=training)."
-        )
-    schedule = getattr(objective, "fidelity", None)
-    if schedule is not None:
-        rule.check(schedule.hi_epochs)
+    """Refuse, before any work, a pruning rule (or BO's ``halving`` initial design, which
+    screens its draws with one) with an objective that reports no epochs (a table), or one
+    that could never stop a run of the objective's epochs."""
+    rules = {
+        "pruning=none": getattr(strategy, "pruning", None),
+        "strategy.initial_design=random": getattr(strategy, "design_rule", None),
+    }
+    for fix, rule in rules.items():
+        if rule is None:
+            continue
+        if not getattr(objective, "reports_epochs", False):
+            raise NASError(
+                f"Pruning stops training runs between epochs, but this objective ({type(objective).__name__}) reports no epochs; "
+                f"use {fix}, or an objective that trains (objective=training)."
+            )
+        schedule = getattr(objective, "fidelity", None)
+        if schedule is not None:
+            rule.check(schedule.hi_epochs)
 
 
 @dataclass(eq=False)

@@ -123,6 +123,11 @@ class Objective(Protocol):
     def evaluate(self, encoding: Encoding, fidelity: str = "hi") -> Evaluation: ...
 
 
+def pruned_epoch(evaluation: Evaluation) -> int:
+    """The epochs a pruned run trained (``metrics["epochs_run"]``)."""
+    return int(evaluation.metrics.get("epochs_run", 0))
+
+
 def evaluate_trial(objective: Objective, trial: Trial) -> Evaluation:
     """``objective``'s evaluation of ``trial``, handing it the trial's stop rule when it has one."""
     if trial.stop_rule is None:

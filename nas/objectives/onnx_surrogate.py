@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from nas.errors import NASError
-from nas.fidelity import FidelitySchedule, TrainedEpochs, epoch_metric_key, epoch_of_metric_key
+from nas.fidelity import FidelitySchedule, TrainedEpochs, epoch_metric_key
 from nas.objectives.base import Evaluation
 from nas.paths import resolve_path
 from nas.space import Encoding, SearchSpace
-from nas.trial import PRUNED, StopRule
+from nas.trial import PRUNED, StopRule, pruned_epoch
 
 
 class OnnxCurveObjective:
@@ -179,7 +179,8 @@ class OnnxCurveObjective:
         if not math.isfinite(value):
             return Evaluation(math.nan, cost=extra / self.max_epochs, status="failed", error="the surrogate predicted a non-finite accuracy")
         if reason is not None:
-            return Evaluation(value, cost=extra / self.max_epochs, status=PRUNED, metrics=metrics, error=reason)
+            # As a pruned training run reports it (nas.strategies.base.pruned_epoch).
+            return Evaluation(value, cost=extra / self.max_epochs, status=PRUNED, metrics={**metrics, "epochs_run": float(epochs)}, error=reason)
         return Evaluation(value, cost=extra / self.max_epochs, metrics=metrics)
 
     def planned_cost(self, fidelity: str) -> float:
@@ -190,5 +191,5 @@ class OnnxCurveObjective:
         """Remember a stored evaluation of a resumed search, so continuation stays charged right."""
         if self.continuation:
             # A pruned run reached only the epochs it reports.
-            epochs = max(filter(None, map(epoch_of_metric_key, evaluation.metrics)), default=0) if evaluation.status == PRUNED else self.epochs_of(fidelity)
+            epochs = pruned_epoch(evaluation) if evaluation.status == PRUNED else self.epochs_of(fidelity)
             self.trained.charge(tuple(encoding), epochs)

@@ -12,16 +12,11 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from nas.space import Encoding, SearchSpace
-from nas.trial import PRUNED, EpochGate, Trial
+from nas.trial import PRUNED, EpochGate, Trial, pruned_epoch
 
 if TYPE_CHECKING:
     from nas.strategies.pruning import PruningRule
     from nas.trial import Evaluation
-
-
-def pruned_epoch(evaluation: "Evaluation") -> int:
-    """The epochs a pruned run trained (``metrics["epochs_run"]``)."""
-    return int(evaluation.metrics.get("epochs_run", 0))
 
 
 class Strategy(ABC):

@@ -9,18 +9,19 @@ import torch
 
 from nas.acquisition import check_acquisition, select_batch
 from nas.costs.zero_cost import ZeroCostData
-from nas.errors import NASError
+from nas.errors import NASError, whole_number
 from nas.fidelity import HIGH_FIDELITY
 from nas.space import Encoding, SearchSpace
 from nas.stats import spearman_lower_bound
 from nas.strategies.base import Strategy
-from nas.strategies.pruning import impute_pruned
+from nas.strategies.pruning import AsynchronousHalving, impute_pruned
 from nas.surrogate.model import PRETRAINING_MODES, EnsembleSurrogate
+from nas.trial import EpochGate, Evaluation, Trial
 
 log = logging.getLogger(__name__)
 
 SurrogateFactory = Callable[..., EnsembleSurrogate]
-INITIAL_DESIGNS = ("random", "spread", "warmup")
+INITIAL_DESIGNS = ("random", "spread", "warmup", "halving")
 #: Share of the candidates, best by the zero-cost consensus, a ``warmup`` design spreads over.
 WARMUP_SHARE = 0.02
 #: Local refinement over spaces with continuous variables (those with ``perturb``): the
@@ -193,9 +194,11 @@ class SurrogateGuided:
         - ``warmup``: the same spread, over the candidates the zero-cost proxies rank best
           (the top :data:`WARMUP_SHARE` by their mean predicted rank), the zero-cost warm-up
           of Abdelfattah et al. (2021). Proxies are built to grow with trained accuracy;
-          cost metrics join the consensus only when no proxy was pretrained.
+          cost metrics join the consensus only when no proxy was pretrained;
+        - ``halving``: uniform draws whose runs asynchronous successive halving screens
+          (see :meth:`BayesianOptimization.stop_rule`).
         """
-        if self.initial_design == "random" or not self.surrogate.metric_heads:
+        if self.initial_design in ("random", "halving") or not self.surrogate.metric_heads:
             return self.random_unseen(n)
         taken = self.seen | self.pending
         pool = self.space.all_codes if self.space.enumerable else self.space.sample(self.pool_size, self.generator)
@@ -235,8 +238,10 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         batch_size: suggestions per iteration when ``ask`` is not given a number.
         initial_points: points evaluated before the surrogate is first used.
         initial_design: how they are chosen: ``random``, ``spread`` over the pretrained
-            embedding, or ``warmup`` (spread over the best by the zero-cost proxies); see
-            :meth:`_initial_design`.
+            embedding, ``warmup`` (spread over the best by the zero-cost proxies), or
+            ``halving`` (random, screened by successive halving); see :meth:`_initial_design`.
+        halving_min_epochs, halving_eta: the ``halving`` design's rungs, ``min_epochs *
+            eta^i`` epochs, at each of which a run goes on only in the top ``1 / eta``.
         pool_size: candidates scored per iteration when the space cannot be enumerated.
         pretrain_metrics: the zero-cost metrics pretraining uses (``None``: all given).
         pretraining_check: observations after which the pretraining is dropped unless some
@@ -257,10 +262,19 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         initial_design: str = "random",
         pretrain_metrics: Sequence[str] | None = None,
         pretraining_check: int | None = 10,
+        halving_min_epochs: int = 1,
+        halving_eta: int = 3,
     ) -> None:
         super().__init__(space, seed)
         if initial_design not in INITIAL_DESIGNS:
             raise NASError(f"Unknown initial_design {initial_design!r}; valid designs are {', '.join(INITIAL_DESIGNS)}.")
+        #: The ``halving`` design's rule, and the initial draws it screens. A rung stops runs
+        #: from its second value on: in a design of a few dozen draws, waiting for more would
+        #: let the first several run in full whatever they show.
+        whole_number("strategy.halving_min_epochs", halving_min_epochs, minimum=1)
+        whole_number("strategy.halving_eta", halving_eta, minimum=2)
+        self.design_rule = AsynchronousHalving(halving_min_epochs, halving_eta, min_runs=1) if initial_design == "halving" else None
+        self._screened: set[Encoding] = set()
         self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size)
         self.default_batch_size = batch_size
         self.initial_points = initial_points
@@ -274,10 +288,11 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         if self._fitted_on == observed:
             return
         codes, values = torch.tensor(self.encodings, dtype=torch.long), self.observed_values()
-        if self.pruned and self.pruning is not None:
+        rule = self.pruning or self.design_rule
+        if self.pruned and rule is not None:
             # Runs stopped early are lower-fidelity observations: each joins at the final value
             # of the completed runs that ranked like it when it stopped (impute_pruned).
-            curves = self.pruning.curves
+            curves = rule.curves
             final = max((max(c) for c in curves), default=0)
             imputed = torch.tensor(impute_pruned([(e, v) for _, e, v in self.pruned], curves, final), dtype=torch.float64)
             keep = ~torch.isnan(imputed)
@@ -287,10 +302,26 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         self.surrogate.fit(codes, values)
         self._fitted_on = observed
 
+    def stop_rule(self, trial: Trial) -> EpochGate | None:
+        """The ``halving`` design screens its own draws: each is stopped at a rung unless its
+        value is in the top ``1 / eta`` of the values the design's runs had there. Later
+        trials answer to the search's pruning rule, if any."""
+        if self.design_rule is not None and trial.encoding in self._screened:
+            return self.design_rule.gate()
+        return super().stop_rule(trial)
+
+    def observe(self, trials: Sequence[Trial], evaluations: Sequence[Evaluation]) -> None:
+        super().observe(trials, evaluations)
+        if self.design_rule is not None:
+            self.design_rule.observe(trials, evaluations)
+
     def ask(self, n: int | None = None) -> list[Encoding]:
         n = n or self.default_batch_size
         if len(self.values) + len(self.pruned) < self.initial_points or not self.values:
-            return self._mark_pending(self._initial_design(max(1, min(n, self.initial_points - len(self.values) - len(self.pruned)))))
+            design = self._initial_design(max(1, min(n, self.initial_points - len(self.values) - len(self.pruned))))
+            if self.design_rule is not None:
+                self._screened.update(design)
+            return self._mark_pending(design)
         self._fit()
         codes, features = self._candidates(self.encodings, self.values)
         picks = self._select(n, codes, features, self.seen | self.pending, float(self.observed_values().max()))

@@ -121,7 +121,7 @@ def test_a_stop_rule_stops_the_run_after_the_epoch_it_names_and_charges_only_tho
     """A pruning rule's gate is asked after each epoch, as in a training run: the run stops
     where it says (status pruned, its last epoch's value, charged the epochs run); continued
     later it pays only the rest and is not asked again about the epochs it passed."""
-    from nas.trial import PRUNED, EpochGate
+    from nas.trial import PRUNED, EpochGate, pruned_epoch
 
     enc = tuple(space.sample(1, torch.Generator().manual_seed(2))[0].tolist())
     curve = objective.curve(enc)
@@ -129,7 +129,8 @@ def test_a_stop_rule_stops_the_run_after_the_epoch_it_names_and_charges_only_tho
     gate = EpochGate("asha", {1: (float(curve[0]) - 1.0,), 3: (float(curve[2]) + 1.0,)}, quantile=0.5)
     pruned = objective.evaluate(enc, "hi", stop_rule=gate)
     assert pruned.status == PRUNED and pruned.value == pytest.approx(float(curve[2]))
-    assert pruned.cost == pytest.approx(3 / 52) and set(pruned.metrics) == {f"value_at_epoch_{k}" for k in (1, 2, 3)}
+    assert pruned.cost == pytest.approx(3 / 52) and set(pruned.metrics) == {"epochs_run", *(f"value_at_epoch_{k}" for k in (1, 2, 3))}
+    assert pruned_epoch(pruned) == 3
     assert "after epoch 3" in pruned.error
     asked: list[int] = []
     resumed = objective.evaluate(enc, "hi", stop_rule=lambda epoch, value: asked.append(epoch))

@@ -264,6 +264,34 @@ def test_bo_learns_from_pruned_runs_and_never_suggests_them_again(nb201: NB201Sp
     assert fitted[-1][0] == fitted[-1][1] + len(pruned) or fitted[-1][0] == fitted[-1][1] + len(pruned) - 1
 
 
+def test_bo_halving_design_screens_its_own_draws_and_nothing_after_them(nb201: NB201Space, table: TableObjective, tiny_ensemble: dict) -> None:
+    """initial_design=halving: the random initial draws run under asynchronous successive
+    halving (a rung stops a run outside the top 1 / eta of the design's values there, from
+    its second value on), so they cost less than full runs; every later trial runs in full,
+    and the surrogate is fitted on the full runs and the screened-out ones alike."""
+    from functools import partial
+
+    strategy = BayesianOptimization(nb201, partial(EnsembleSurrogate, **tiny_ensemble), seed=0, pretraining="none", batch_size=1, initial_points=12, initial_design="halving")
+    fitted: list[int] = []
+    original_fit = strategy.surrogate.fit
+
+    def fit(codes: torch.Tensor, values: torch.Tensor, *args: object, **kwargs: object) -> None:
+        fitted.append(codes.shape[0])
+        original_fit(codes, values, *args, **kwargs)
+
+    strategy.surrogate.fit = fit  # type: ignore[method-assign]
+    history = run_search(strategy, CurveObjective(table, epochs=9), 8)
+    statuses = [e.status for e in history.evaluations]
+    assert statuses[0] == "ok" and PRUNED in statuses[:12] and PRUNED not in statuses[12:]
+    assert sum(e.cost for e in history.evaluations[:12]) < 12 and len(history.evaluations) > 12
+    assert all("asha rule" in e.error for e in history.evaluations[:12] if e.status == PRUNED)
+    assert fitted[0] == 12  # the first fit: every draw of the design, screened out or not
+    with pytest.raises(NASError, match=r"reports no epochs; use strategy.initial_design=random"):
+        run_search(BayesianOptimization(nb201, partial(EnsembleSurrogate, **tiny_ensemble), seed=0, pretraining="none", initial_design="halving"), table, budget=3)
+    with pytest.raises(NASError, match=r"strategy.halving_eta must be a whole number >= 2, got 1."):
+        BayesianOptimization(nb201, partial(EnsembleSurrogate, **tiny_ensemble), pretraining="none", initial_design="halving", halving_eta=1)
+
+
 def test_optuna_prunes_through_its_own_lightning_callback(tmp_path: Path) -> None:
     pytest.importorskip("optuna_integration")
     from nas.strategies.optuna_peer import OptunaStrategy
