@@ -179,7 +179,7 @@ class OnnxCurveObjective:
         if not math.isfinite(value):
             return Evaluation(math.nan, cost=extra / self.max_epochs, status="failed", error="the surrogate predicted a non-finite accuracy")
         if reason is not None:
-            # As a pruned training run reports it (nas.strategies.base.pruned_epoch).
+            # As a pruned training run reports it (nas.trial.pruned_epoch).
             return Evaluation(value, cost=extra / self.max_epochs, status=PRUNED, metrics={**metrics, "epochs_run": float(epochs)}, error=reason)
         return Evaluation(value, cost=extra / self.max_epochs, metrics=metrics)
 

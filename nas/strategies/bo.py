@@ -268,11 +268,11 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         super().__init__(space, seed)
         if initial_design not in INITIAL_DESIGNS:
             raise NASError(f"Unknown initial_design {initial_design!r}; valid designs are {', '.join(INITIAL_DESIGNS)}.")
+        whole_number("strategy.halving_min_epochs", halving_min_epochs, minimum=1)
+        whole_number("strategy.halving_eta", halving_eta, minimum=2)
         #: The ``halving`` design's rule, and the initial draws it screens. A rung stops runs
         #: from its second value on: in a design of a few dozen draws, waiting for more would
         #: let the first several run in full whatever they show.
-        whole_number("strategy.halving_min_epochs", halving_min_epochs, minimum=1)
-        whole_number("strategy.halving_eta", halving_eta, minimum=2)
         self.design_rule = AsynchronousHalving(halving_min_epochs, halving_eta, min_runs=1) if initial_design == "halving" else None
         self._screened: set[Encoding] = set()
         self._init_surrogate(surrogate, seed, pretraining, acquisition, pool_size)
