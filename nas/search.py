@@ -146,15 +146,15 @@ def check_pruning(strategy: Strategy, objective: Objective) -> None:
     screens its draws with one) with an objective that reports no epochs (a table), or one
     that could never stop a run of the objective's epochs."""
     rules = {
-        "pruning=none": getattr(strategy, "pruning", None),
-        "strategy.initial_design=random": getattr(strategy, "design_rule", None),
+        ("Pruning", "pruning=none"): getattr(strategy, "pruning", None),
+        ("The halving initial design", "strategy.initial_design=random"): getattr(strategy, "design_rule", None),
     }
-    for fix, rule in rules.items():
+    for (what, fix), rule in rules.items():
         if rule is None:
             continue
         if not getattr(objective, "reports_epochs", False):
             raise NASError(
-                f"Pruning stops training runs between epochs, but this objective ({type(objective).__name__}) reports no epochs; "
+                f"{what} stops training runs between epochs, but this objective ({type(objective).__name__}) reports no epochs; "
                 f"use {fix}, or an objective that trains (objective=training)."
             )
         schedule = getattr(objective, "fidelity", None)
