@@ -26,7 +26,7 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
 
-def task_fingerprint(cfg: DictConfig, name: str, keys: Sequence[str], setups: Sequence[str] = ("strategies",), additions: Sequence[str] = ()) -> str:
+def task_fingerprint(cfg: DictConfig, name: str, keys: Sequence[str], setups: Sequence[str] = ("strategies",), additions: Sequence[str] = ("pruning",)) -> str:
     """What a (strategy, seed) result depends on besides its seed: the config's ``keys``,
     the strategy's own settings (``cfg[group][name]`` for the first ``group`` of ``setups``
     that holds ``name``) and its entries in the ``additions`` groups that hold it (a pruning

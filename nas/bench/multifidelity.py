@@ -53,7 +53,7 @@ from nas.space import Encoding, SearchSpace
 from nas.spaces import space_from_config
 from nas.stats import reach_table, seeds_mean_se, spearman
 from nas.strategies import instantiate_strategy
-from nas.strategies.pruning import build_pruning
+from nas.strategies.pruning import strategy_pruning
 from nas.costs.zero_cost import ZeroCostData, zero_cost_from_config
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def run_one(task: dict[str, Any]) -> tuple[str, CostRecord]:
     if name in cfg.strategies:
         zero_cost = ZeroCostData.load(Path(task["zero_cost_path"]), space) if task["zero_cost_path"] else None
         strategy = instantiate_strategy(cfg.strategies[name], space, seed, zero_cost)
-        strategy.pruning = build_pruning(**((cfg.get("pruning") or {}).get(name) or {}))
+        strategy.pruning = strategy_pruning(cfg, name)
 
         seen: list[SearchHistory] = []
 
@@ -337,7 +337,7 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
             )
         if name in cfg.strategies:
             strategy = hydra.utils.instantiate(cfg.strategies[name], space=space, seed=0)
-            strategy.pruning = build_pruning(**((cfg.get("pruning") or {}).get(name) or {}))
+            strategy.pruning = strategy_pruning(cfg, name)
             check_fidelities(strategy, objective)
             check_pruning(strategy, objective)
     agreement_epochs = list(cfg.get("agreement_epochs") or [])
@@ -352,7 +352,7 @@ def run_mf_benchmark(cfg: DictConfig) -> dict[str, list[CostRecord]]:
     output = Path(cfg.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     seeds = range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds))
-    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, ("strategies", "peers"), ("pruning",)) for name in cfg.include})
+    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, ("strategies", "peers")) for name in cfg.include})
     results, done = journal.read(CostRecord, seeds)
     tasks = [
         {"cfg": cfg, "name": name, "seed": seed, "zero_cost_path": zero_cost_path, "threads": cfg.threads_per_worker}

@@ -51,7 +51,7 @@ from nas.space import Encoding, SearchSpace
 from nas.spaces import build_space
 from nas.stats import mean_se, spearman
 from nas.strategies import instantiate_strategy
-from nas.strategies.pruning import build_pruning, curve_of
+from nas.strategies.pruning import curve_of, strategy_pruning
 from nas.trial import PRUNED, Evaluation, StopRule, Trial, evaluate_trial
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def run_one(task: dict[str, Any]) -> tuple[str, TrainingRecord]:
     started = time.perf_counter()
     strategy = instantiate_strategy(cfg.strategies[name], space, seed, zero_cost)
     strategy.skip_twins = True
-    strategy.pruning = build_pruning(**(cfg.pruning.get(name) or {}))
+    strategy.pruning = strategy_pruning(cfg, name)
     clock: list[float] = []
     hi_epochs = objective.fidelity.hi_epochs
     history = run_search(
@@ -326,7 +326,7 @@ def run_training_benchmark(cfg: DictConfig) -> dict[str, list[TrainingRecord]]:
     if not objective.dataset.has_test_split:
         raise NASError("The real-training benchmark reports test accuracy, but this dataset has no test split; use dataset=fashion_mnist or one with a test split.")
     for name in cfg.include:
-        rule = build_pruning(**(cfg.pruning.get(name) or {}))
+        rule = strategy_pruning(cfg, name)
         if rule is not None:
             rule.check(objective.fidelity.hi_epochs)
     zero_cost_path = ""
@@ -339,7 +339,7 @@ def run_training_benchmark(cfg: DictConfig) -> dict[str, list[TrainingRecord]]:
     seeds = range(int(cfg.first_seed), int(cfg.first_seed) + int(cfg.seeds))
     threads = int(cfg.threads_per_worker)
     tasks = [{"cfg": cfg, "name": name, "seed": seed, "zero_cost_path": zero_cost_path, "threads": threads} for seed in seeds for name in cfg.include]
-    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS, additions=("pruning",)) for name in cfg.include})
+    journal = Journal(output, {name: task_fingerprint(cfg, name, RESULT_KEYS) for name in cfg.include})
     results, done = journal.read(TrainingRecord, seeds)
     tasks = [task for task in tasks if (task["name"], task["seed"]) not in done]
     if done:

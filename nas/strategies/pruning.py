@@ -26,7 +26,8 @@ observation (see :meth:`nas.strategies.base.Strategy.tell_pruned`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -167,6 +168,11 @@ def build_pruning(rule: str | None = None, **settings: int) -> PruningRule | Non
         raise NASError(f"The {rule} pruning rule takes the settings {valid}; got {', '.join(settings)}.") from None
 
 
+def strategy_pruning(cfg: Mapping[str, Any], name: str) -> PruningRule | None:
+    """The rule a benchmark's ``pruning.<name>`` gives strategy ``name`` (``None`` without one)."""
+    return build_pruning(**((cfg.get("pruning") or {}).get(name) or {}))
+
+
 def impute_pruned(pruned: Sequence[tuple[int, float]], curves: Sequence[dict[int, float]], final_epoch: int) -> list[float]:
     """A full-length value for each pruned run, from its value at the epoch it stopped.
 
@@ -195,4 +201,4 @@ def impute_pruned(pruned: Sequence[tuple[int, float]], curves: Sequence[dict[int
     return out
 
 
-__all__ = ["PRUNED", "PRUNING_RULES", "AsynchronousHalving", "MedianStopping", "PruningRule", "build_pruning", "curve_of", "impute_pruned"]
+__all__ = ["PRUNED", "PRUNING_RULES", "AsynchronousHalving", "MedianStopping", "PruningRule", "build_pruning", "curve_of", "impute_pruned", "strategy_pruning"]

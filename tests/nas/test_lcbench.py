@@ -219,6 +219,6 @@ def test_benchmark_lcbench_prunes_the_runs_of_a_strategy_with_a_rule(tmp_path: P
     record = json.loads((tmp_path / "task_3945" / "results.json").read_text())["strategies"]["bo_asha"][0]
     assert record["full_evaluations"] < record["evaluations"]
     assert record["cost"] >= 6 and record["cost"] < record["evaluations"]
-    fingerprint = task_fingerprint(cfg, "bo_asha", RESULT_KEYS, ("strategies", "peers"), ("pruning",))
-    assert fingerprint != task_fingerprint(config("pruning.bo_asha.eta=2"), "bo_asha", RESULT_KEYS, ("strategies", "peers"), ("pruning",))
-    assert task_fingerprint(cfg, "bo", RESULT_KEYS, ("strategies", "peers"), ("pruning",)) == task_fingerprint(cfg, "bo", RESULT_KEYS, ("strategies", "peers"))
+    fingerprint = task_fingerprint(cfg, "bo_asha", RESULT_KEYS, ("strategies", "peers"))
+    assert fingerprint != task_fingerprint(config("pruning.bo_asha.eta=2"), "bo_asha", RESULT_KEYS, ("strategies", "peers"))
+    assert task_fingerprint(cfg, "bo", RESULT_KEYS, ("strategies", "peers")) == task_fingerprint(cfg, "bo", RESULT_KEYS, ("strategies", "peers"), additions=())
