@@ -181,7 +181,9 @@ def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output:
             # Timed here on the CPU, so only for CPU training: it would say nothing of a GPU's speed.
             per_cost = estimate_epoch_seconds(space, objective.dataset, seed=cfg.seed) * objective.fidelity.hi_epochs
         if per_cost is not None:
-            plan += f", about {format_duration(per_cost)} each: roughly {format_duration(left * per_cost)} of training"
+            at_once = max(1, int(cfg.executor.get("max_workers") or 1))  # local and process executors' workers
+            plan += f", about {format_duration(per_cost)} each: roughly {format_duration(left * per_cost / at_once)} of training"
+            plan += f", {at_once} at once" if at_once > 1 else ""
     if pretraining and not zero_cost_ready(space, cfg.zero_cost, has_dataset=getattr(objective, "dataset", None) is not None):
         plan += f", after the zero-cost metrics of {cfg.zero_cost.num_samples} architectures (computed once, then cached)"
     log.info(plan)

@@ -14,10 +14,13 @@ metrics it lacks computes only those, for the same architectures, and keeps the 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,9 +31,10 @@ from safetensors.torch import load_file, save_file
 
 from models.profiling import count_flops, count_parameters, flush_denormals, measure_latency, peak_memory_bytes
 from models.reparam import reparameterize_model
-from nas.errors import NASError
+from nas.errors import NASError, whole_number
 from nas.paths import resolve_path
-from nas.progress import track
+from nas.lifecycle import worker_pool
+from nas.progress import progress_bar
 from nas.costs.proxies import DATA_FREE_PROXIES, PROXIES, ProxyBatch, check_proxy_names, compute_proxies, gaussian_batch
 from nas.space import SearchSpace
 
@@ -152,6 +156,32 @@ def _cost_row(space: SearchSpace, code: tuple[int, ...], metrics: Sequence[str],
     return row
 
 
+def _metric_rows(
+    scorer: SearchSpace,
+    codes: list[list[int]],
+    metrics: Sequence[str],
+    sample_input: torch.Tensor,
+    proxy_batch: ProxyBatch | None,
+    warmup: int,
+    repetitions: int,
+    pooled: bool,
+) -> list[list[float]]:
+    """The ``metrics`` of each of ``codes``, one row each; ``pooled``: in a pool's process."""
+    if pooled:
+        torch.set_num_threads(1)  # one core per process: the processes share the machine
+    proxies = [m for m in metrics if m in PROXIES]
+    costs = [m for m in metrics if m in COST_METRICS]
+    num_classes = proxy_batch.num_classes if proxy_batch is not None else 10
+    rows = []
+    with flush_denormals():
+        for code in codes:
+            row = _cost_row(scorer, tuple(code), costs, sample_input, warmup, repetitions) if costs else {}
+            if proxies:
+                row.update(compute_proxies(lambda: scorer.to_module(tuple(code), num_classes=num_classes), proxies, sample_input, proxy_batch))
+            rows.append([row[m] for m in metrics])
+    return rows
+
+
 def compute_zero_cost(
     space: SearchSpace,
     num_samples: int | str = 2000,
@@ -163,6 +193,7 @@ def compute_zero_cost(
     proxy_batch: ProxyBatch | None = None,
     proxy_space: SearchSpace | None = None,
     codes: torch.Tensor | None = None,
+    processes: int = 1,
 ) -> ZeroCostData:
     """Metrics of ``num_samples`` distinct architectures drawn uniformly from ``space``.
 
@@ -176,6 +207,9 @@ def compute_zero_cost(
         proxy_space: the space whose networks are measured, when it differs from ``space``
             (a scaled-down network with the same encoding, for speed).
         codes: ``n x d`` architectures to use instead of a sample.
+        processes: spawned processes sharing the architectures, one torch thread each (the
+            metrics of one network do not depend on the others'; a network's latency is then
+            timed beside the other processes' work, as a candidate's is beside other trainings).
     """
     check_metric_names(metrics)
     proxies = [m for m in metrics if m in PROXIES]
@@ -184,17 +218,18 @@ def compute_zero_cost(
     codes = sample_codes(space, num_samples, seed) if codes is None else codes
     scorer = proxy_space or space
     sample_input = scorer.sample_input(1) if sample_input is None else sample_input
-    rows = []
+    rows: list[list[float]] = []
     started = time.perf_counter()
-    with flush_denormals():
-        for i, code in enumerate(track(codes.tolist(), codes.shape[0], "zero-cost metrics", unit="net")):
-            row = _cost_row(scorer, tuple(code), costs, sample_input, warmup, repetitions) if costs else {}
-            if proxies:
-                num_classes = proxy_batch.num_classes if proxy_batch is not None else 10
-                row.update(compute_proxies(lambda: scorer.to_module(tuple(code), num_classes=num_classes), proxies, sample_input, proxy_batch))
-            rows.append([row[m] for m in metrics])
-            if (i + 1) % 200 == 0:
-                log.info("zero-cost metrics: %d/%d architectures (%.0f s)", i + 1, codes.shape[0], time.perf_counter() - started)
+    # Small chunks, so that the processes share the work evenly and the bar moves.
+    chunks = [chunk.tolist() for chunk in torch.split(codes, max(1, math.ceil(codes.shape[0] / (8 * processes))))]
+    pooled = processes > 1 and len(chunks) > 1
+    work = functools.partial(_metric_rows, scorer, metrics=tuple(metrics), sample_input=sample_input, proxy_batch=proxy_batch, warmup=warmup, repetitions=repetitions, pooled=pooled)
+    with worker_pool(processes) if pooled else nullcontext() as pool, progress_bar(codes.shape[0], "zero-cost metrics", unit="net") as bar:
+        for chunk_rows in pool.imap(work, chunks) if pool is not None else map(work, chunks):
+            rows.extend(chunk_rows)
+            bar.update(len(chunk_rows))
+            if len(rows) // 200 > (len(rows) - len(chunk_rows)) // 200:
+                log.info("zero-cost metrics: %d/%d architectures (%.0f s)", len(rows), codes.shape[0], time.perf_counter() - started)
     settings: dict[str, object] = {"network": scorer.signature()}
     if proxies:
         settings["proxy_input"] = proxy_batch.source if proxy_batch is not None else "none"
@@ -306,6 +341,7 @@ def zero_cost_from_config(space: SearchSpace, settings: Any, dataset_batch: Prox
         proxy_key=proxy_key,
         warmup=int(settings.warmup),
         repetitions=int(settings.repetitions),
+        processes=whole_number("zero_cost.processes", settings.get("processes", 1), minimum=1),
         proxy_batch=batch,
         proxy_space=proxy_space,
     )

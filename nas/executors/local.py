@@ -7,6 +7,7 @@ from typing import Hashable, Sequence
 
 import torch
 
+from nas.errors import whole_number
 from nas.executors.payload import Payload, evaluate_here, needs_own_process
 from nas.executors.pool import (
     VISIBLE_DEVICES_ENV,
@@ -39,25 +40,34 @@ class _InProcessBackend(Backend):
 
 
 class LocalExecutor(Executor):
-    """One evaluation after another in this process (in a worker process when the objective needs one).
+    """Evaluations on this machine: one after another in this process (in a worker process
+    when the objective needs one), or ``max_workers`` at once, each in a worker process.
 
     Args:
+        max_workers: evaluations at once. Above 1, each runs in a ``python -m nas.worker``
+            process of its own (as :class:`~nas.executors.ProcessExecutor`'s, which pays an
+            interpreter start and the imports: seconds), and the strategy is asked for one
+            suggestion each time a worker frees up.
         asynchronous: ask the strategy for one suggestion per evaluation instead of its
             own batch. With one worker no time is lost at a batch barrier, so the default
             keeps the strategy's batches (the thesis's 32 suggestions per BO iteration).
-        retries: reruns of an evaluation whose worker process died (a DDP objective's).
+        retries: reruns of an evaluation whose worker process died.
         devices, gpus_per_trial: see :func:`device_groups`; the first group is pinned.
     """
 
-    def __init__(self, asynchronous: bool = False, retries: int = 0, devices: str | Sequence[int | str] | None = None, gpus_per_trial: int | None = 0) -> None:
-        self.asynchronous = asynchronous
+    def __init__(
+        self, max_workers: int = 1, asynchronous: bool = False, retries: int = 0, devices: str | Sequence[int | str] | None = None, gpus_per_trial: int | None = 0
+    ) -> None:
+        self.parallelism = whole_number("executor.max_workers", max_workers, minimum=1)
+        # More than one worker idles at a batch barrier whenever the strategy's batch is smaller.
+        self.asynchronous = asynchronous or self.parallelism > 1
         self.retries = check_retries(retries)
         groups = device_groups(devices, gpus_per_trial)
-        self.devices = groups[:1] if groups else None
+        self.devices = groups[:1] if groups and self.parallelism == 1 else groups
 
     def backend(self, objective: Objective) -> Backend:
-        if needs_own_process(objective):
-            return ProcessExecutor(max_workers=1).backend(objective)
+        if self.parallelism > 1 or needs_own_process(objective):
+            return ProcessExecutor(max_workers=self.parallelism).backend(objective)
         return _InProcessBackend(objective)
 
 

@@ -187,6 +187,16 @@ def test_local_executor_evaluates_in_this_process(nb201: NB201Space) -> None:
     assert _pids(history) == {float(os.getpid())}
 
 
+def test_local_executor_with_two_workers_trains_two_candidates_at_once_in_worker_processes(nb201: NB201Space) -> None:
+    executor = LocalExecutor(max_workers=2)
+    assert executor.parallelism == 2 and executor.asynchronous  # a batch barrier would idle a worker
+    history = _search(nb201, ArithmeticObjective(), executor, budget=6)
+    assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
+    assert os.getpid() not in _pids(history) and len(_pids(history)) == 6
+    with pytest.raises(NASError, match="executor.max_workers must be a whole number"):
+        LocalExecutor(max_workers=0)
+
+
 def test_nas_run_with_a_ddp_trainer_trains_each_candidate_on_two_processes_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*TINY_TRAINING, "trainer=ddp", "trainer.accelerator=cpu", "budget=2", f"output_dir={run_dir}"]

@@ -91,6 +91,16 @@ def test_a_cache_missing_a_proxy_computes_only_that_one(small_space: NB201Space,
     assert ZeroCostData.load(path, small_space).metrics == ("params", "synflow", "naswot")
 
 
+def test_zero_cost_metrics_shared_out_between_processes_are_those_of_one_process(small_space: NB201Space, tmp_path: Path) -> None:
+    metrics = ["params", "flops", "synflow", "naswot"]  # all but latency, which is timed
+    alone, _ = zero_cost_from_config(small_space, _settings(tmp_path / "one", metrics=metrics))
+    shared, _ = zero_cost_from_config(small_space, _settings(tmp_path / "two", metrics=metrics, processes=2))
+    assert torch.equal(shared.codes, alone.codes)
+    assert torch.allclose(shared.values, alone.values, equal_nan=True)
+    with pytest.raises(NASError, match="zero_cost.processes must be a whole number >= 1"):
+        zero_cost_from_config(small_space, _settings(tmp_path / "none", processes=0))
+
+
 def test_proxy_input_dataset_without_a_dataset_is_a_clear_error(small_space: NB201Space, tmp_path: Path) -> None:
     with pytest.raises(NASError, match="proxy_input=dataset needs a search with a dataset"):
         zero_cost_from_config(small_space, _settings(tmp_path, metrics=["naswot"], proxy_input="dataset"))
