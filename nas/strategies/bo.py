@@ -21,7 +21,9 @@ from nas.trial import EpochGate, Evaluation, Trial
 log = logging.getLogger(__name__)
 
 SurrogateFactory = Callable[..., EnsembleSurrogate]
-INITIAL_DESIGNS = ("random", "spread", "warmup", "halving")
+INITIAL_DESIGNS = ("random", "balanced", "spread", "warmup", "halving")
+#: Random unseen members a ``balanced`` design chooses each of its points from.
+BALANCED_POOL = 512
 #: Share of the candidates, best by the zero-cost consensus, a ``warmup`` design spreads over.
 WARMUP_SHARE = 0.02
 #: Local refinement over spaces with continuous variables (those with ``perturb``): the
@@ -188,7 +190,9 @@ class SurrogateGuided:
     def _initial_design(self, n: int) -> list[Encoding]:
         """``n`` first architectures, by ``initial_design``:
 
-        - ``random``: uniform draws (also for every design without pretraining);
+        - ``random``: uniform draws (also for ``spread`` and ``warmup`` without pretraining);
+        - ``balanced``: draws chosen so that every value of every variable is tried early
+          (see :meth:`_balanced`);
         - ``spread``: points spread over the pretrained embedding by greedy k-centres, so
           that the first observations cover what the zero-cost metrics tell apart;
         - ``warmup``: the same spread, over the candidates the zero-cost proxies rank best
@@ -198,6 +202,8 @@ class SurrogateGuided:
         - ``halving``: uniform draws whose runs asynchronous successive halving screens
           (see :meth:`BayesianOptimization.stop_rule`).
         """
+        if self.initial_design == "balanced":
+            return self._balanced(n)
         if self.initial_design in ("random", "halving") or not self.surrogate.metric_heads:
             return self.random_unseen(n)
         taken = self.seen | self.pending
@@ -223,6 +229,59 @@ class SurrogateGuided:
         return [tuple(row) for row in pool[picks].tolist()]
 
 
+    def _balanced(self, n: int) -> list[Encoding]:
+        """``n`` unseen members whose values have been used least, by what was seen, is
+        pending or was picked before each.
+
+        A variable's values count in ``initial_points`` equal bins of its codes where it has
+        more (a numeric variable's range, as in a Latin hypercube). Each pick is the least
+        used of members built from every variable's least used bins and of
+        :data:`BALANCED_POOL` uniform draws (for spaces whose constraints reject the built
+        ones), so the initial design tries every value of every variable as evenly as the
+        space allows. Uniform draws leave values out: 5 of them miss a given one of 3 values
+        with probability 0.13, and the surrogate cannot rank what it never saw.
+        """
+        draws = self.random_unseen(BALANCED_POOL)
+        if not draws:
+            return []
+        cardinalities = self.space.cardinalities.long()
+        bins = torch.clamp(cardinalities, max=max(2, self.initial_points))
+        counts = torch.zeros(len(bins), int(bins.max()))  # d x b uses of each bin
+        counts[bins[:, None] <= torch.arange(counts.shape[1])] = float("inf")  # bins a variable lacks
+        taken = sorted(self.seen | self.pending)
+        taken_keys = set(self.identity_keys(torch.tensor(taken, dtype=torch.long)).tolist()) if taken else set()
+        for code in taken:
+            self._count_bins(counts, torch.tensor(code), bins, cardinalities)
+        picks: list[Encoding] = []
+        for _ in range(n):
+            least = counts == counts.min(dim=1, keepdim=True).values  # d x b
+            built = self._codes_in_bins(least, bins, cardinalities, 64)
+            candidates = torch.cat([built[self.space.valid_mask(built)], torch.tensor(draws, dtype=torch.long)])
+            fresh = torch.tensor([key not in taken_keys for key in self.identity_keys(candidates).tolist()])
+            candidates = candidates[fresh]
+            if candidates.shape[0] == 0:
+                break
+            binned = candidates * bins // cardinalities  # m x d
+            use = counts.gather(1, binned.T).sum(dim=0)  # m
+            pick = candidates[int(torch.argmin(use))]  # built and drawn in random order: ties go to a random one
+            picks.append(tuple(pick.tolist()))
+            taken_keys.add(int(self.identity_keys(pick[None])[0]))
+            self._count_bins(counts, pick, bins, cardinalities)
+        return picks
+
+    @staticmethod
+    def _count_bins(counts: torch.Tensor, code: torch.Tensor, bins: torch.Tensor, cardinalities: torch.Tensor) -> None:
+        counts[torch.arange(len(bins)), code.long() * bins // cardinalities] += 1
+
+    def _codes_in_bins(self, allowed: torch.Tensor, bins: torch.Tensor, cardinalities: torch.Tensor, m: int) -> torch.Tensor:
+        """``m x d`` codes, each variable's in one of its ``allowed`` (``d x b``) bins, drawn at random."""
+        choice = torch.multinomial(allowed.float(), m, replacement=True, generator=self.generator)  # d x m bins
+        low = (choice * cardinalities[:, None] + bins[:, None] - 1) // bins[:, None]  # first code of each bin
+        high = ((choice + 1) * cardinalities[:, None] + bins[:, None] - 1) // bins[:, None]  # first code past it
+        offset = (torch.rand(choice.shape, generator=self.generator) * (high - low)).long()
+        return (low + offset).T
+
+
 class BayesianOptimization(SurrogateGuided, Strategy):
     """Mono-fidelity BO: fit the ensemble on all observations, maximise the acquisition
     over the whole enumerated space (or a sampled + mutated pool), return a batch.
@@ -237,7 +296,8 @@ class BayesianOptimization(SurrogateGuided, Strategy):
         acquisition: ``pi`` (thesis default), ``ei``, ``ucb`` or ``thompson``.
         batch_size: suggestions per iteration when ``ask`` is not given a number.
         initial_points: points evaluated before the surrogate is first used.
-        initial_design: how they are chosen: ``random``, ``spread`` over the pretrained
+        initial_design: how they are chosen: ``random``, ``balanced`` (every value of every
+            variable tried as evenly as possible), ``spread`` over the pretrained
             embedding, ``warmup`` (spread over the best by the zero-cost proxies), or
             ``halving`` (random, screened by successive halving); see :meth:`_initial_design`.
         halving_min_epochs, halving_eta: the ``halving`` design's rungs, ``min_epochs *

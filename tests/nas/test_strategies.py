@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from nas.errors import NASError
 from nas.objectives import TableObjective
 from nas.search import run_search
+from nas.spaces.hparams import MixedSpace
 from nas.spaces.nb201 import NB201Space
 from nas.strategies import BayesianOptimization, LocalSearch, RandomSearch, RegularizedEvolution, Strategy
 from nas.strategies.optuna_peer import OptunaStrategy
@@ -133,3 +135,27 @@ def test_bo_drops_its_pretraining_when_no_zero_cost_metric_ranks_the_observation
     dropped = told(shuffled)
     assert not dropped.surrogate.metric_heads and dropped.surrogate.pretraining == "none"
     assert told(shuffled, check=None).surrogate.metric_heads
+
+
+def test_a_balanced_initial_design_tries_every_value_of_every_variable(nb201: NB201Space, table: TableObjective, tiny_ensemble: dict) -> None:
+    """NAS-Bench-201's 6 edges of 5 operations: 5 balanced draws use each operation once on
+    every edge, where 5 uniform draws leave about 1.6 operations out per edge."""
+    missing = {}
+    for design in ("random", "balanced"):
+        left_out = 0
+        for seed in range(5):
+            history = run_search(_bo(nb201, seed, tiny_ensemble, initial_points=5, initial_design=design), table, budget=5)
+            codes = torch.tensor(history.encodings)
+            left_out += sum(5 - len(set(codes[:, edge].tolist())) for edge in range(6))
+        missing[design] = left_out
+    assert missing["balanced"] == 0
+    assert missing["random"] > 10
+
+
+def test_a_balanced_design_bins_numeric_variables_as_a_latin_hypercube(tiny_ensemble: dict) -> None:
+    space = MixedSpace({"lr": {"type": "float", "lower": 1e-4, "upper": 1e-1, "log": True}, "layers": {"type": "int", "lower": 1, "upper": 5}})
+    for seed in range(3):
+        codes = torch.tensor(_bo(space, seed, tiny_ensemble, initial_points=4, initial_design="balanced").ask(4))
+        quarters = (codes[:, 0] * 4 // space.cardinalities[0]).tolist()
+        assert sorted(quarters) == [0, 1, 2, 3]  # a learning rate in each quarter of its (log) range
+        assert len(set(codes[:, 1].tolist())) == 4  # 4 of the 5 depths
