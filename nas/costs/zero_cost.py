@@ -220,8 +220,8 @@ def compute_zero_cost(
     sample_input = scorer.sample_input(1) if sample_input is None else sample_input
     rows: list[list[float]] = []
     started = time.perf_counter()
-    # Small chunks, so that the processes share the work evenly and the bar moves.
-    chunks = [chunk.tolist() for chunk in torch.split(codes, max(1, math.ceil(codes.shape[0] / (8 * processes))))]
+    # Small chunks, so that the processes share the work evenly and the bar moves (one network each in this process).
+    chunks = [chunk.tolist() for chunk in torch.split(codes, max(1, math.ceil(codes.shape[0] / (8 * processes))) if processes > 1 else 1)]
     pooled = processes > 1 and len(chunks) > 1
     work = functools.partial(_metric_rows, scorer, metrics=tuple(metrics), sample_input=sample_input, proxy_batch=proxy_batch, warmup=warmup, repetitions=repetitions, pooled=pooled)
     with worker_pool(processes) if pooled else nullcontext() as pool, progress_bar(codes.shape[0], "zero-cost metrics", unit="net") as bar:
