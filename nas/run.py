@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from nas.cli import configure_threads, quote_comparisons, user_errors
 from nas.costs.columns import load_columns
 from nas.errors import NASError, positive_number, whole_number
+from nas.executors import LocalExecutor, ProcessExecutor
+from nas.executors.pool import Pool
 from nas.report.front import FRONT_PNG, front_of, front_plot, front_table
 from nas.acquisition.goals import Goals
 from nas.objectives.costs import CostAwareObjective
@@ -42,14 +46,14 @@ from nas.report import (
     write_report,
 )
 from nas.search import TWIN_OF, SearchHistory, run_search
-from nas.space import SearchSpace
+from nas.space import Encoding, SearchSpace
 from nas.spaces import space_from_config
 from nas.report.status import read_run
 from nas.store import RunLock, Store, config_fingerprint
 from nas.strategies import Strategy, instantiate_strategy
 from nas.strategies.multiobjective import KnownCosts, instantiate_front_strategy
 from nas.strategies.pruning import build_pruning
-from nas.trial import PRUNED
+from nas.trial import PRUNED, Trial
 from nas.strategies.priors import (
     NEAR_PRIOR,
     PRIOR,
@@ -190,27 +194,59 @@ def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output:
     return spent
 
 
-def reference_value(cfg: DictConfig, space: SearchSpace, objective: Any, history: SearchHistory, output: Path, over_budget: bool = False) -> tuple[str, float] | None:
+def _reference_to_evaluate(cfg: DictConfig, space: SearchSpace, objective: Any, output: Path) -> str | None:
+    """The configured reference architecture when it still has to be evaluated: configured,
+    trainable here, and not stored in ``reference.json`` for this search's settings."""
+    text = cfg.get("reference")
+    if not text:
+        return None
+    if getattr(objective, "needs_own_process", False):
+        log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
+        return None
+    path = output / "reference.json"
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    return None if cached.get("architecture") == text and cached.get("fingerprint") == config_fingerprint(search_identity(cfg)) else text
+
+
+@contextmanager
+def reference_beside_search(cfg: DictConfig, space: SearchSpace, objective: Any, executor: Any, output: Path, over_budget: bool, priors: list[Encoding]) -> Iterator[Pool | None]:
+    """With more than one local worker, the reference trains in a worker process of its own
+    while the search runs, so that it fills the cores the search's last candidates leave
+    idle instead of training alone after it; the pool (``None``: it trains afterwards, if
+    at all) is read by :func:`reference_value`, and stopped with the search."""
+    text = _reference_to_evaluate(cfg, space, objective, output)
+    if text is None or not isinstance(executor, LocalExecutor) or executor.parallelism < 2 or space.parse(text) in priors:
+        yield None
+        return
+    with ProcessExecutor(max_workers=1, retries=0).pool(objective.objective if over_budget else objective) as pool:
+        log.info("training the reference architecture %s beside the search", text)
+        pool.submit(text, Trial(space.parse(text)))
+        yield pool
+
+
+def reference_value(
+    cfg: DictConfig, space: SearchSpace, objective: Any, history: SearchHistory, output: Path, over_budget: bool = False, running: Pool | None = None
+) -> tuple[str, float] | None:
     """The value of the configured reference architecture (``reference``), evaluated once like a
-    candidate; ``over_budget``: it breaks a budget, and is trained outside it, as the yardstick."""
+    candidate; ``over_budget``: it breaks a budget, and is trained outside it, as the yardstick;
+    ``running``: the pool it trains in beside the search (:func:`reference_beside_search`)."""
     text = cfg.get("reference")
     if not text:
         return None
     encoding = space.parse(text)
-    if getattr(objective, "needs_own_process", False):
-        log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
-        return None
     for trial, evaluation in zip(history.trials, history.evaluations):
         if trial.encoding == encoding and trial.fidelity == "hi" and evaluation.status == "ok":
             return text, evaluation.value
     path = output / "reference.json"
+    if _reference_to_evaluate(cfg, space, objective, output) is not None:
+        if running is not None:
+            log.info("waiting for the reference architecture, trained beside the search")
+            evaluation = running.wait()[0].evaluation
+        else:
+            log.info("evaluating the reference architecture %s", text)
+            evaluation = (objective.objective if over_budget else objective).evaluate(encoding, "hi")
+        path.write_text(json.dumps({"architecture": text, "fingerprint": config_fingerprint(search_identity(cfg)), "value": evaluation.value, "status": evaluation.status}))
     cached = json.loads(path.read_text()) if path.is_file() else {}
-    fingerprint = config_fingerprint(search_identity(cfg))
-    if cached.get("architecture") != text or cached.get("fingerprint") != fingerprint:
-        log.info("evaluating the reference architecture %s", text)
-        evaluation = (objective.objective if over_budget else objective).evaluate(encoding, "hi")
-        cached = {"architecture": text, "fingerprint": fingerprint, "value": evaluation.value, "status": evaluation.status}
-        path.write_text(json.dumps(cached))
     return (text, float(cached["value"])) if cached.get("status") == "ok" else None
 
 
@@ -308,16 +344,21 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
 
     # A refused store must not start a Ray instance, and a refused executor must not write a store.
     Store.verify(output / "store.sqlite", search_identity(cfg))
-    with hydra.utils.instantiate(cfg.executor) as executor, Store(output / "store.sqlite", search_identity(cfg)) as store, bars_with_logging():
+    with (
+        hydra.utils.instantiate(cfg.executor) as executor,
+        Store(output / "store.sqlite", search_identity(cfg)) as store,
+        bars_with_logging(),
+        reference_beside_search(cfg, space, objective, executor, output, reference_breach is not None, priors) as reference_run,
+    ):
         try:
             history = run_search(strategy, objective, cfg.budget, store=store, on_evaluation=on_evaluation, on_batch=on_batch, executor=executor, reuse_twins=reuse_twins)
         finally:
             progress.close()
-    if history.replayed:
-        log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
+        if history.replayed:
+            log.info("resumed: %d evaluations read back from %s", history.replayed, output / "store.sqlite")
+        best = history.best()
+        reference = reference_value(cfg, space, objective, history, output, reference_breach is not None, reference_run) if best else None
     records = records_of(space, history)
-    best = history.best()
-    reference = reference_value(cfg, space, objective, history, output, over_budget=reference_breach is not None) if best else None
     summary: dict[str, Any] = {
         "best_architecture": space.to_string(best[0].encoding) if best else None,
         "best_encoding": list(best[0].encoding) if best else None,

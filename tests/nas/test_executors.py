@@ -197,6 +197,24 @@ def test_local_executor_with_two_workers_trains_two_candidates_at_once_in_worker
         LocalExecutor(max_workers=0)
 
 
+def test_with_two_workers_the_reference_trains_beside_the_search_to_the_value_it_gets_after_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from nas.run import run
+
+    reference = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"
+    values = {}
+    for workers in (1, 2):
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("config", [*TINY_TRAINING, "budget=2", f"workers={workers}", f"reference='{reference}'", f"output_dir={tmp_path / str(workers)}"])
+        with caplog.at_level("INFO", logger="nas.run"):
+            summary = run(cfg)
+        values[workers] = summary["reference"]["value"]
+        assert ("beside the search" in caplog.text) == (workers == 2)
+        caplog.clear()
+    assert values[2] == values[1]  # the same training, in a worker process of its own
+
+
 def test_nas_run_with_a_ddp_trainer_trains_each_candidate_on_two_processes_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*TINY_TRAINING, "trainer=ddp", "trainer.accelerator=cpu", "budget=2", f"output_dir={run_dir}"]
