@@ -27,6 +27,7 @@ from nas.executors import LocalExecutor, ProcessExecutor
 from nas.executors.pool import Pool
 from nas.report.front import FRONT_PNG, front_of, front_plot, front_table
 from nas.acquisition.goals import Goals
+from nas.objectives.base import Evaluation
 from nas.objectives.costs import CostAwareObjective
 from nas.objectives.training import TrainingObjective
 from nas.costs.measured import MEASURABLE, MeasuredCosts
@@ -208,28 +209,46 @@ def _reference_to_evaluate(cfg: DictConfig, space: SearchSpace, objective: Any, 
     return None if cached.get("architecture") == text and cached.get("fingerprint") == config_fingerprint(search_identity(cfg)) else text
 
 
+class ReferenceBeside:
+    """The reference architecture, trained in a worker process of its own once the search has
+    started its last candidates (its cost reached ``start_at``), on a core they leave idle,
+    instead of alone after the search."""
+
+    def __init__(self, pool: Pool, text: str, encoding: Encoding, start_at: float) -> None:
+        self.pool, self.text, self.encoding, self.start_at = pool, text, encoding, start_at
+        self.started = False
+
+    def maybe_start(self, history: SearchHistory) -> None:
+        """Start the reference's training when ``history`` has spent ``start_at``."""
+        if not self.started and history.cost >= self.start_at:
+            log.info("training the reference architecture %s beside the search's last candidates", self.text)
+            self.pool.submit(self.text, Trial(self.encoding))
+            self.started = True
+
+    def result(self) -> Evaluation | None:
+        """The reference's evaluation, once trained; ``None`` if it never started."""
+        return self.pool.wait()[0].evaluation if self.started else None
+
+
 @contextmanager
-def reference_beside_search(cfg: DictConfig, space: SearchSpace, objective: Any, executor: Any, output: Path, over_budget: bool, priors: list[Encoding]) -> Iterator[Pool | None]:
-    """With more than one local worker, the reference trains in a worker process of its own
-    while the search runs, so that it fills the cores the search's last candidates leave
-    idle instead of training alone after it; the pool (``None``: it trains afterwards, if
-    at all) is read by :func:`reference_value`, and stopped with the search."""
+def reference_beside_search(cfg: DictConfig, space: SearchSpace, objective: Any, executor: Any, output: Path, over_budget: bool, priors: list[Encoding]) -> Iterator[ReferenceBeside | None]:
+    """With more than one local worker, a :class:`ReferenceBeside` (``None``: the reference
+    trains after the search, if at all): read by :func:`reference_value`, stopped with the search."""
     text = _reference_to_evaluate(cfg, space, objective, output)
     if text is None or not isinstance(executor, LocalExecutor) or executor.parallelism < 2 or space.parse(text) in priors:
         yield None
         return
     with ProcessExecutor(max_workers=1, retries=0).pool(objective.objective if over_budget else objective) as pool:
-        log.info("training the reference architecture %s beside the search", text)
-        pool.submit(text, Trial(space.parse(text)))
-        yield pool
+        # Once the search's cost reaches this, its last candidates run and a worker is free.
+        yield ReferenceBeside(pool, text, space.parse(text), float(cfg.budget) - (executor.parallelism - 1))
 
 
 def reference_value(
-    cfg: DictConfig, space: SearchSpace, objective: Any, history: SearchHistory, output: Path, over_budget: bool = False, running: Pool | None = None
+    cfg: DictConfig, space: SearchSpace, objective: Any, history: SearchHistory, output: Path, over_budget: bool = False, beside: ReferenceBeside | None = None
 ) -> tuple[str, float] | None:
     """The value of the configured reference architecture (``reference``), evaluated once like a
     candidate; ``over_budget``: it breaks a budget, and is trained outside it, as the yardstick;
-    ``running``: the pool it trains in beside the search (:func:`reference_beside_search`)."""
+    ``beside``: its training beside the search, if that started (:func:`reference_beside_search`)."""
     text = cfg.get("reference")
     if not text:
         return None
@@ -239,10 +258,8 @@ def reference_value(
             return text, evaluation.value
     path = output / "reference.json"
     if _reference_to_evaluate(cfg, space, objective, output) is not None:
-        if running is not None:
-            log.info("waiting for the reference architecture, trained beside the search")
-            evaluation = running.wait()[0].evaluation
-        else:
+        evaluation = beside.result() if beside is not None else None
+        if evaluation is None:
             log.info("evaluating the reference architecture %s", text)
             evaluation = (objective.objective if over_budget else objective).evaluate(encoding, "hi")
         path.write_text(json.dumps({"architecture": text, "fingerprint": config_fingerprint(search_identity(cfg)), "value": evaluation.value, "status": evaluation.status}))
@@ -328,9 +345,12 @@ def _run_held(cfg: DictConfig, output: Path) -> dict[str, Any]:
             best = max(best, record.value)
         logger.log_evaluation(record, best, history.cost)
         progress.on_evaluation(record.cost, best)
+        if reference_run is not None:
+            reference_run.maybe_start(history)
         log.info("evaluation %d (%s, %s): %s %.4g, best %.4g, cost %.2f", record.index, record.encoding, record.fidelity, record.status, record.value, best, history.cost)
 
     spearman_points: list[tuple[int, float]] = []
+    reference_run: ReferenceBeside | None  # bound by the search's with-block below, before any evaluation
 
     def on_batch(history: SearchHistory) -> None:
         # How well the surrogate, as it stands before its next update, ranks what was measured.
