@@ -202,8 +202,7 @@ def _reference_to_evaluate(cfg: DictConfig, space: SearchSpace, objective: Any, 
     if not text:
         return None
     if getattr(objective, "needs_own_process", False):
-        log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
-        return None
+        return None  # reference_value says so
     path = output / "reference.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}
     return None if cached.get("architecture") == text and cached.get("fingerprint") == config_fingerprint(search_identity(cfg)) else text
@@ -256,6 +255,8 @@ def reference_value(
     for trial, evaluation in zip(history.trials, history.evaluations):
         if trial.encoding == encoding and trial.fidelity == "hi" and evaluation.status == "ok":
             return text, evaluation.value
+    if getattr(objective, "needs_own_process", False):
+        log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
     path = output / "reference.json"
     if _reference_to_evaluate(cfg, space, objective, output) is not None:
         evaluation = beside.result() if beside is not None else None
