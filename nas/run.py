@@ -276,6 +276,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     whole_number("seed", cfg.seed)
     positive_number("budget (in full evaluations)", cfg.budget)
+    whole_number("workers", cfg.get("workers", 1), minimum=1)
+    whole_number("zero_cost.processes", cfg.zero_cost.get("processes", 1), minimum=1)
     configure_threads(None if cfg.threads is None else whole_number("threads", cfg.threads, minimum=1))
     output = Path(cfg.output_dir)
     created = not output.exists()

@@ -193,6 +193,8 @@ def test_a_store_of_another_configuration_is_refused(tmp_path: Path) -> None:
         ("seed=1.5", "seed must be a whole number >= 0, got 1.5"),
         ("budget=abc", "budget .* must be a positive number, got 'abc'"),
         ("threads=0", "threads must be a whole number >= 1, got 0"),
+        ("workers=0", "workers must be a whole number >= 1, got 0"),
+        ("zero_cost.processes=two", "zero_cost.processes must be a whole number >= 1, got 'two'"),
         ("searchspace.channels=0", "'nb201' channels must be a whole number >= 1, got 0"),
         ("searchspace.cells_per_stage=-1", "'nb201' cells_per_stage must be a whole number >= 1, got -1"),
         ("searchspace.resolution=abc", "positive integer input resolution, got 'abc'"),
