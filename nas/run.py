@@ -258,13 +258,15 @@ def reference_value(
     if getattr(objective, "needs_own_process", False):
         log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
     path = output / "reference.json"
-    if _reference_to_evaluate(cfg, space, objective, output) is not None:
+    if _reference_to_evaluate(cfg, space, objective, output) is None:
+        cached = json.loads(path.read_text()) if path.is_file() else {}
+    else:
         evaluation = beside.result() if beside is not None else None
         if evaluation is None:
             log.info("evaluating the reference architecture %s", text)
             evaluation = (objective.objective if over_budget else objective).evaluate(encoding, "hi")
-        path.write_text(json.dumps({"architecture": text, "fingerprint": config_fingerprint(search_identity(cfg)), "value": evaluation.value, "status": evaluation.status}))
-    cached = json.loads(path.read_text()) if path.is_file() else {}
+        cached = {"architecture": text, "fingerprint": config_fingerprint(search_identity(cfg)), "value": evaluation.value, "status": evaluation.status}
+        path.write_text(json.dumps(cached))
     return (text, float(cached["value"])) if cached.get("status") == "ok" else None
 
 

@@ -228,7 +228,6 @@ class SurrogateGuided:
             distance = torch.minimum(distance, (embedding - embedding[best]).norm(dim=1))
         return [tuple(row) for row in pool[picks].tolist()]
 
-
     def _balanced(self, n: int) -> list[Encoding]:
         """``n`` unseen members whose values have been used least, by what was seen, is
         pending or was picked before each.
@@ -250,8 +249,8 @@ class SurrogateGuided:
         counts[bins[:, None] <= torch.arange(counts.shape[1])] = float("inf")  # bins a variable lacks
         taken = sorted(self.seen | self.pending)
         taken_keys = set(self.identity_keys(torch.tensor(taken, dtype=torch.long)).tolist()) if taken else set()
-        for code in taken:
-            self._count_bins(counts, torch.tensor(code), bins, cardinalities)
+        if taken:
+            self._count_bins(counts, torch.tensor(taken, dtype=torch.long), bins, cardinalities)
         picks: list[Encoding] = []
         for _ in range(n):
             least = counts == counts.min(dim=1, keepdim=True).values  # d x b
@@ -266,12 +265,15 @@ class SurrogateGuided:
             pick = candidates[int(torch.argmin(use))]  # built and drawn in random order: ties go to a random one
             picks.append(tuple(pick.tolist()))
             taken_keys.add(int(self.identity_keys(pick[None])[0]))
-            self._count_bins(counts, pick, bins, cardinalities)
+            self._count_bins(counts, pick[None], bins, cardinalities)
         return picks
 
     @staticmethod
-    def _count_bins(counts: torch.Tensor, code: torch.Tensor, bins: torch.Tensor, cardinalities: torch.Tensor) -> None:
-        counts[torch.arange(len(bins)), code.long() * bins // cardinalities] += 1
+    def _count_bins(counts: torch.Tensor, codes: torch.Tensor, bins: torch.Tensor, cardinalities: torch.Tensor) -> None:
+        """Add the ``m x d`` ``codes`` to the ``d x b`` uses of each variable's bins."""
+        binned = codes.long() * bins // cardinalities
+        variables = torch.arange(len(bins)).expand_as(binned)
+        counts.index_put_((variables, binned), torch.ones(binned.shape), accumulate=True)
 
     def _codes_in_bins(self, allowed: torch.Tensor, bins: torch.Tensor, cardinalities: torch.Tensor, m: int) -> torch.Tensor:
         """``m x d`` codes, each variable's in one of its ``allowed`` (``d x b``) bins, drawn at random."""
