@@ -1,4 +1,6 @@
-"""``python -m nas.worker OBJECTIVE TRIAL RESULT``: one evaluation in a process of its own.
+"""``python -m nas.worker OBJECTIVE TRIAL RESULT``: one evaluation in a process of its own;
+``python -m nas.worker --serve OBJECTIVE``: one evaluation per ``TRIAL<tab>RESULT`` line read
+from stdin, one after another in this process, until stdin closes.
 
 Started by :mod:`nas.executors`. ``OBJECTIVE`` is an objective the search pickled and
 signed (:func:`~nas.executors.dump_objective`; the key comes in the environment), ``TRIAL``
@@ -43,23 +45,35 @@ def _global_rank() -> int:
     return int(os.environ.get("RANK", 0)) or int(os.environ.get("LOCAL_RANK", 0))
 
 
-def main(argv: list[str] | None = None) -> int:
-    objective_file, trial_file, result_file = (Path(arg) for arg in (argv or sys.argv[1:]))
-    _end_with_parent()
-    import torch
-
-    from nas.executors import OBJECTIVE_KEY_ENV, evaluate_here, load_objective
+def _evaluate_to(objective: object, trial_file: Path, result_file: Path) -> None:
+    from nas.executors import evaluate_here
     from nas.executors.payload import trial_from_json
 
-    if os.environ.get(THREADS_ENV):
-        torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    objective = load_objective(objective_file, os.environ.get(OBJECTIVE_KEY_ENV, ""))
-    spec = json.loads(trial_file.read_text())
-    payload = evaluate_here(objective, trial_from_json(spec))
+    payload = evaluate_here(objective, trial_from_json(json.loads(trial_file.read_text())))  # type: ignore[arg-type]
     if _global_rank() == 0:
         partial = result_file.with_suffix(".partial")
         partial.write_text(json.dumps(payload))
         partial.replace(result_file)  # whole or absent: the search never reads half a result
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = argv or sys.argv[1:]
+    _end_with_parent()
+    import torch
+
+    from nas.executors import OBJECTIVE_KEY_ENV, load_objective
+    from nas.executors.process import SERVE_FLAG
+
+    if os.environ.get(THREADS_ENV):
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
+    serve = arguments[0] == SERVE_FLAG
+    objective = load_objective(Path(arguments[1 if serve else 0]), os.environ.get(OBJECTIVE_KEY_ENV, ""))
+    if not serve:
+        _evaluate_to(objective, Path(arguments[1]), Path(arguments[2]))
+        return 0
+    for line in sys.stdin:
+        trial_file, result_file = line.rstrip("\n").split("\t")
+        _evaluate_to(objective, Path(trial_file), Path(result_file))
     return 0
 
 

@@ -44,10 +44,10 @@ class LocalExecutor(Executor):
     when the objective needs one), or ``max_workers`` at once, each in a worker process.
 
     Args:
-        max_workers: evaluations at once. Above 1, each runs in a ``python -m nas.worker``
-            process of its own (as :class:`~nas.executors.ProcessExecutor`'s, which pays an
-            interpreter start and the imports: seconds), and the strategy is asked for one
-            suggestion each time a worker frees up.
+        max_workers: evaluations at once. Above 1, they run in ``max_workers`` worker
+            processes that start once and evaluate one candidate after another
+            (:class:`~nas.executors.process.ServingWorker`; a fresh process per candidate for a
+            DDP trainer), and the strategy is asked for one suggestion each time a worker frees up.
         asynchronous: ask the strategy for one suggestion per evaluation instead of its
             own batch. With one worker no time is lost at a batch barrier, so the default
             keeps the strategy's batches (the thesis's 32 suggestions per BO iteration).
@@ -67,7 +67,7 @@ class LocalExecutor(Executor):
 
     def backend(self, objective: Objective) -> Backend:
         if self.parallelism > 1 or needs_own_process(objective):
-            return ProcessExecutor(max_workers=self.parallelism).backend(objective)
+            return ProcessExecutor(max_workers=self.parallelism, reuse_workers=True).backend(objective)
         return _InProcessBackend(objective)
 
 

@@ -187,14 +187,34 @@ def test_local_executor_evaluates_in_this_process(nb201: NB201Space) -> None:
     assert _pids(history) == {float(os.getpid())}
 
 
-def test_local_executor_with_two_workers_trains_two_candidates_at_once_in_worker_processes(nb201: NB201Space) -> None:
+def test_local_executor_with_two_workers_trains_two_candidates_at_once_in_two_lasting_worker_processes(nb201: NB201Space) -> None:
     executor = LocalExecutor(max_workers=2)
     assert executor.parallelism == 2 and executor.asynchronous  # a batch barrier would idle a worker
     history = _search(nb201, ArithmeticObjective(), executor, budget=6)
     assert [e.value for e in history.evaluations] == [float(sum(enc)) for enc in history.encodings]
-    assert os.getpid() not in _pids(history) and len(_pids(history)) == 6
+    # Two processes, each started once and evaluating one candidate after another.
+    assert os.getpid() not in _pids(history) and len(_pids(history)) == 2
+    assert not any(alive(int(pid)) for pid in _pids(history))  # ended with the search
     with pytest.raises(NASError, match="executor.max_workers must be a whole number"):
         LocalExecutor(max_workers=0)
+
+
+def test_a_candidate_that_kills_a_reused_worker_fails_alone_and_the_next_ones_get_a_new_worker(nb201: NB201Space) -> None:
+    history = _search(nb201, ArithmeticObjective(crash_if_divisible_by=3), ProcessExecutor(max_workers=2, reuse_workers=True), budget=10)
+
+    crashed = [e for enc, e in zip(history.encodings, history.evaluations) if sum(enc) % 3 == 0]
+    survivors = [e for enc, e in zip(history.encodings, history.evaluations) if sum(enc) % 3]
+    assert crashed and survivors, "the seed must propose crashing and surviving candidates"
+    assert all(e.error == "the worker process was killed by SIGKILL (on each of 2 attempts)" for e in crashed)
+    assert all(e.status == "ok" and e.value == float(sum(enc)) for enc, e in zip(history.encodings, history.evaluations) if sum(enc) % 3)
+    assert len(_pids(history)) < len(survivors)  # processes kept between candidates
+    assert history.retried == len(crashed)  # each crashed one rerun once, in a new process
+
+
+def test_a_reused_worker_over_the_time_limit_is_killed_and_fails(nb201: NB201Space) -> None:
+    history = _search(nb201, ArithmeticObjective(hang=True), ProcessExecutor(max_workers=2, reuse_workers=True, timeout_s=5), budget=2)
+    assert [e.status for e in history.evaluations] == ["failed", "failed"]
+    assert all("ran longer than the executor's limit of 5 s" in (e.error or "") for e in history.evaluations)
 
 
 def test_with_two_workers_the_reference_trains_beside_the_search_to_the_value_it_gets_after_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
