@@ -41,6 +41,7 @@ TINY_TRAINING = [
     "fidelity.hi_epochs=1",
     "strategy=random",
     "threads=1",
+    "workers=1",
 ]
 
 

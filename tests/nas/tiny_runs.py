@@ -19,6 +19,7 @@ TINY_TRAINING: list[str] = [
     "objective.measure_latency=false",
     "fidelity.hi_epochs=1",
     "strategy=random",
+    "workers=1",  # in the test's process (the preset's two worker processes would each import torch first)
 ]
 
 
