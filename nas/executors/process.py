@@ -36,12 +36,12 @@ from nas.executors.pool import (
 from nas.objectives.base import Objective
 from nas.strategies.base import Trial
 
-#: Variables that tell a process its place in a distributed job. A worker inherits the
-#: search's environment without them, so that it does not mistake itself for a rank of a
-#: job the search itself may be running in.
 #: The first argument of ``python -m nas.worker`` for a worker that serves many trials
 #: (:class:`ServingWorker`).
 SERVE_FLAG = "--serve"
+#: Variables that tell a process its place in a distributed job. A worker inherits the
+#: search's environment without them, so that it does not mistake itself for a rank of a
+#: job the search itself may be running in.
 _DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -196,7 +196,6 @@ class ServingWorker:
             _kill_session(self.process)
 
 
-
 class _ProcessBackend(Backend):
     def __init__(self, objective: Objective, timeout_s: float | None, poll_s: float, reuse: bool) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="nas-workers-")
@@ -268,11 +267,6 @@ class ProcessExecutor(Executor):
     Args:
         max_workers: evaluations running at once. Each worker pays an interpreter start and
             the imports (seconds), so this pays off for evaluations that take longer than that.
-        reuse_workers: keep each worker process for the next evaluations instead
-            (:class:`ServingWorker`): the start and imports are paid once per worker, but a
-            candidate that leaks memory or corrupts its interpreter's state affects those
-            after it in the same process. Ignored for an objective that trains on several
-            processes (a DDP trainer), which needs a fresh command per trial.
         timeout_s: wall-clock limit of one worker; one that runs longer is killed (with its
             DDP processes) and its evaluation fails. ``None``: no limit beyond the objective's.
         poll_s: how often finished workers are looked for.
@@ -281,18 +275,23 @@ class ProcessExecutor(Executor):
         devices, gpus_per_trial: the GPUs shared out between workers (see
             :func:`device_groups`); each worker sees only its own through
             ``CUDA_VISIBLE_DEVICES``, and no more workers run than there are groups.
+        reuse_workers: keep each worker process for the next evaluations instead
+            (:class:`ServingWorker`): the start and imports are paid once per worker, but a
+            candidate that leaks memory or corrupts its interpreter's state affects those
+            after it in the same process. Ignored for an objective that trains on several
+            processes (a DDP trainer), which needs a fresh command per trial.
     """
 
     def __init__(
         self,
         max_workers: int = 2,
-        reuse_workers: bool = False,
         timeout_s: float | None = None,
         poll_s: float = 0.05,
         asynchronous: bool = True,
         retries: int = 1,
         devices: str | Sequence[int | str] | None = None,
         gpus_per_trial: int | None = None,
+        reuse_workers: bool = False,
     ) -> None:
         if max_workers < 1:
             raise NASError(f"executor.max_workers must be a positive number of processes, got {max_workers}.")
