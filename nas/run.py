@@ -195,17 +195,13 @@ def announce_search(cfg: DictConfig, space: SearchSpace, objective: Any, output:
     return spent
 
 
-def _reference_to_evaluate(cfg: DictConfig, space: SearchSpace, objective: Any, output: Path) -> str | None:
-    """The configured reference architecture when it still has to be evaluated: configured,
-    trainable here, and not stored in ``reference.json`` for this search's settings."""
-    text = cfg.get("reference")
-    if not text:
-        return None
-    if getattr(objective, "needs_own_process", False):
-        return None  # reference_value says so
+def _stored_reference(cfg: DictConfig, output: Path) -> dict[str, Any] | None:
+    """The reference's record in ``reference.json`` when it holds this reference under this
+    search's settings (``None``: it must be evaluated)."""
     path = output / "reference.json"
-    cached = json.loads(path.read_text()) if path.is_file() else {}
-    return None if cached.get("architecture") == text and cached.get("fingerprint") == config_fingerprint(search_identity(cfg)) else text
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    matches = stored.get("architecture") == cfg.get("reference") and stored.get("fingerprint") == config_fingerprint(search_identity(cfg))
+    return stored if matches else None
 
 
 class ReferenceBeside:
@@ -233,13 +229,14 @@ class ReferenceBeside:
 def reference_beside_search(cfg: DictConfig, space: SearchSpace, objective: Any, executor: Any, output: Path, over_budget: bool, priors: list[Encoding]) -> Iterator[ReferenceBeside | None]:
     """With more than one local worker, a :class:`ReferenceBeside` (``None``: the reference
     trains after the search, if at all): read by :func:`reference_value`, stopped with the search."""
-    text = _reference_to_evaluate(cfg, space, objective, output)
-    if text is None or not isinstance(executor, LocalExecutor) or executor.parallelism < 2 or space.parse(text) in priors:
+    text = cfg.get("reference")
+    local_workers = executor.parallelism if isinstance(executor, LocalExecutor) else 1
+    if not text or local_workers < 2 or getattr(objective, "needs_own_process", False) or _stored_reference(cfg, output) is not None or space.parse(text) in priors:
         yield None
         return
     with ProcessExecutor(max_workers=1, retries=0).pool(objective.objective if over_budget else objective) as pool:
         # Once the search's cost reaches this, its last candidates run and a worker is free.
-        yield ReferenceBeside(pool, text, space.parse(text), float(cfg.budget) - (executor.parallelism - 1))
+        yield ReferenceBeside(pool, text, space.parse(text), float(cfg.budget) - (local_workers - 1))
 
 
 def reference_value(
@@ -255,19 +252,18 @@ def reference_value(
     for trial, evaluation in zip(history.trials, history.evaluations):
         if trial.encoding == encoding and trial.fidelity == "hi" and evaluation.status == "ok":
             return text, evaluation.value
+    stored = _stored_reference(cfg, output)
     if getattr(objective, "needs_own_process", False):
         log.info("the reference architecture is not evaluated: this trainer trains in processes of its own")
-    path = output / "reference.json"
-    if _reference_to_evaluate(cfg, space, objective, output) is None:
-        cached = json.loads(path.read_text()) if path.is_file() else {}
-    else:
+        stored = stored or {}
+    if stored is None:
         evaluation = beside.result() if beside is not None else None
         if evaluation is None:
             log.info("evaluating the reference architecture %s", text)
             evaluation = (objective.objective if over_budget else objective).evaluate(encoding, "hi")
-        cached = {"architecture": text, "fingerprint": config_fingerprint(search_identity(cfg)), "value": evaluation.value, "status": evaluation.status}
-        path.write_text(json.dumps(cached))
-    return (text, float(cached["value"])) if cached.get("status") == "ok" else None
+        stored = {"architecture": text, "fingerprint": config_fingerprint(search_identity(cfg)), "value": evaluation.value, "status": evaluation.status}
+        (output / "reference.json").write_text(json.dumps(stored))
+    return (text, float(stored["value"])) if stored.get("status") == "ok" else None
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
