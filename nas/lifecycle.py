@@ -12,18 +12,49 @@ torch.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import multiprocessing
 import multiprocessing.pool
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 #: Linux's ``prctl`` option that sends a signal to a process when its parent thread dies.
 _PR_SET_PDEATHSIG = 1
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def owned_temporary_directory(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory ``<prefix><host>-<pid>-…`` of this process, after removing the
+    ones of the same prefix and host whose process is gone: a command killed with ``kill -9``
+    cannot remove its own, and its next run (or any other command using the prefix) does.
+    ``<host>`` is a short hash of the host name, so that a temporary folder shared between
+    hosts never loses a live process' directory."""
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+    mine = f"{prefix}{host}-"
+    for folder in Path(tempfile.gettempdir()).glob(f"{mine}*-*"):
+        owner = folder.name[len(mine):].split("-", 1)[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not pid_running(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{mine}{os.getpid()}-")
 
 
 def end_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NASError
+from nas.lifecycle import pid_running
 from nas.objectives.base import Evaluation
 from nas.space import Encoding
 from nas.strategies.base import Trial
@@ -181,13 +182,8 @@ class RunLock:
             pid, host = int(info["pid"]), str(info["host"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # no lock file, or released (emptied)
-        if host == socket.gethostname():
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return None
-            except PermissionError:
-                pass  # alive, another user's
+        if host == socket.gethostname() and not pid_running(pid):
+            return None
         return info
 
     def release(self) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from nas.executors.pool import (
     check_retries,
     device_groups,
 )
+from nas.lifecycle import owned_temporary_directory
 from nas.objectives.base import Objective
 from nas.strategies.base import Trial
 
@@ -49,7 +49,7 @@ def evaluate_payload(objective: Objective, trial: Trial, own_process: bool) -> P
     """Evaluate here, or in a ``python -m nas.worker`` child when ``own_process`` (what remote tasks run)."""
     if not own_process:
         return evaluate_here(objective, trial)
-    with tempfile.TemporaryDirectory(prefix="nas-worker-") as folder:
+    with owned_temporary_directory("nas-worker-") as folder:
         objective_file = Path(folder) / "objective.pkl"
         key = dump_objective(objective, objective_file)
         child = WorkerProcess.start(objective_file, key, trial, Path(folder) / "job")
@@ -198,7 +198,7 @@ class ServingWorker:
 
 class _ProcessBackend(Backend):
     def __init__(self, objective: Objective, timeout_s: float | None, poll_s: float, reuse: bool) -> None:
-        self._folder = tempfile.TemporaryDirectory(prefix="nas-workers-")
+        self._folder = owned_temporary_directory("nas-workers-")
         self.objective_file = Path(self._folder.name) / "objective.pkl"
         self.key = dump_objective(objective, self.objective_file)
         self.timeout_s = timeout_s

@@ -254,7 +254,9 @@ def test_nas_run_with_a_ddp_trainer_trains_each_candidate_on_two_processes_once(
 def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*TINY_TRAINING, "executor=process", "executor.max_workers=2", "budget=6", f"output_dir={run_dir}"]
-    env = _run_env(tmp_path)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**_run_env(tmp_path), "TMPDIR": str(temporary)}
     command = [sys.executable, "-m", "nas.run", *args]
     search = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     query = "SELECT batch, position, architecture, status, value, finished_at, attempts FROM evaluations ORDER BY batch, position"
@@ -278,6 +280,7 @@ def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_pa
     while time.time() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.1)
     assert not any(alive(pid) for pid in workers), "a worker outlived the search"
+    assert list(temporary.glob("nas-workers-*")), "the killed search's folder of trial files is where the test looks"
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -285,6 +288,7 @@ def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes(tmp_pa
         after = db.execute(query).fetchall()
     assert len(after) == 6 and all(r[3] == "ok" for r in after)
     assert len({r[2] for r in after}) == 6  # no architecture evaluated twice
+    assert not list(temporary.glob("nas-workers-*")), "the killed search's folder outlived the next run"
     by_slot = {(r[0], r[1]): r for r in after}
     for before in rows:
         if before[3] == "ok":  # read back, not run again

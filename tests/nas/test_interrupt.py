@@ -8,12 +8,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from nas.bench.journal import Journal
-from nas.lifecycle import worker_pool
+from nas.lifecycle import owned_temporary_directory, worker_pool
 from tests.nas.processes import alive, descendants_of, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +105,21 @@ def test_journal_reads_back_only_results_of_the_same_settings(tmp_path: Path) ->
     Journal(tmp_path, {"bo": "a", "random": "b"}).append("bo", Record(1, 3.0))  # on a line of its own
     results, done = Journal(tmp_path, {"bo": "a", "random": "changed"}).read(Record, range(2))
     assert results == {"bo": [Record(0, 1.5), Record(1, 3.0)], "random": []} and done == {("bo", 0), ("bo", 1)}
+
+
+def test_a_temporary_folder_of_a_process_that_is_gone_is_removed_and_live_or_foreign_ones_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # reaped: its pid names no process
+    host = Path(owned_temporary_directory("nas-test-").name).name.split("-")[2]
+    gone = tmp_path / f"nas-test-{host}-{ended.pid}-abc"
+    running = tmp_path / f"nas-test-{host}-{os.getppid()}-abc"
+    foreign = tmp_path / f"nas-test-0000ffff-{ended.pid}-abc"  # same pid, another host
+    other_prefix = tmp_path / f"nas-other-{host}-{ended.pid}-abc"
+    for folder in (gone, running, foreign, other_prefix):
+        (folder / "trial").mkdir(parents=True)
+    with owned_temporary_directory("nas-test-") as mine:
+        assert Path(mine).parent == tmp_path and f"-{os.getpid()}-" in Path(mine).name
+        assert not gone.exists()
+        assert running.exists() and foreign.exists() and other_prefix.exists()
+    assert not Path(mine).exists()
