@@ -52,7 +52,7 @@ def owned_temporary_directory(prefix: str) -> tempfile.TemporaryDirectory[str]:
     mine = f"{prefix}{host}-"
     for folder in Path(tempfile.gettempdir()).glob(f"{mine}*-*"):
         owner = folder.name[len(mine):].split("-", 1)[0]
-        if owner.isdigit() and int(owner) != os.getpid() and not pid_running(int(owner)):
+        if owner.isdigit() and not pid_running(int(owner)):  # this process runs: its own are kept
             shutil.rmtree(folder, ignore_errors=True)
     return tempfile.TemporaryDirectory(prefix=f"{mine}{os.getpid()}-")
 
